@@ -1,0 +1,49 @@
+# One command per task, the same locally and in CI.
+SHELL := /bin/bash
+PY ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+export PATH := $(CURDIR)/$(BIN):$(PATH)
+
+.PHONY: install lint test test-unit test-integration test-e2e bench demo schemas schemas-check clean
+
+$(BIN)/reson8-kafka: pyproject.toml
+	bash scripts/system-deps.sh
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $@
+
+install: $(BIN)/reson8-kafka
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+test: install
+	$(BIN)/pytest tests
+
+test-unit: install
+	$(BIN)/pytest tests/unit
+
+test-integration: install
+	$(BIN)/pytest tests/integration
+
+test-e2e: install
+	$(BIN)/pytest tests/e2e
+
+bench: install
+	$(BIN)/python -m bench
+
+demo: install
+	$(BIN)/reson8-kafka demo
+
+schemas: install
+	$(BIN)/python -m schemas.export docs/schemas
+
+schemas-check: install
+	$(BIN)/python -m schemas.export --check docs/schemas
+
+clean:
+	rm -rf $(VENV) .cache .pytest_cache .mypy_cache .ruff_cache

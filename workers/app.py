@@ -1,0 +1,165 @@
+"""The Faust app: an agent on ``stt.audio`` pumping records into the registry.
+
+Built by :func:`create_app` from :class:`~workers.settings.Settings` (no module
+globals). Faust settings that the delivery contract depends on:
+
+- ``stream.noack()``: records are acked by the registry, in partition order,
+  once covered, so the committed offset never passes uncovered audio;
+- ``stream_wait_empty=False``: held (unacked) records must not stall a
+  rebalance or a shutdown (ARCHITECTURE.md, "Delivery");
+- ``consumer_auto_offset_reset='earliest'``: a new group reads what is there.
+
+``/healthz`` answers while the process runs; ``/ready`` is false while the
+consumer group rebalances or tables recover, or before partitions are assigned.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import faust
+from faust.web import Request, Response, View
+
+from workers.registry import Headers, Record, Registry
+from workers.settings import Settings
+from workers.telemetry import Telemetry
+
+log = logging.getLogger(__name__)
+
+
+class _ProducerSink:
+    """Registry sink on the app's producer: waits for the broker's ack."""
+
+    def __init__(self, app: faust.App) -> None:
+        self._app = app
+
+    async def send(
+        self, topic: str, key: bytes | None, value: bytes | None, headers: Headers
+    ) -> None:
+        await self._app.producer.send_and_wait(topic, key, value, None, None, headers)
+
+
+def _broker_urls(bootstrap: str) -> list[str]:
+    return [f"kafka://{host.strip()}" for host in bootstrap.split(",") if host.strip()]
+
+
+def create_app(settings: Settings, *, datadir: Path | None = None) -> faust.App:
+    """The worker's Faust app, with its agent, timers and web views registered."""
+    app = faust.App(
+        settings.app_id,
+        broker=_broker_urls(settings.bootstrap_servers),
+        broker_credentials=_credentials(),
+        value_serializer="raw",
+        key_serializer="raw",
+        store="memory://",
+        topic_partitions=settings.partitions,
+        topic_disable_leader=True,
+        stream_wait_empty=False,
+        consumer_auto_offset_reset="earliest",
+        broker_commit_interval=1.0,
+        producer_acks=-1,
+        web_enabled=True,
+        web_bind=settings.web_host,
+        web_port=settings.web_port,
+        web_host=settings.web_host,
+        consumer_group_instance_id=settings.group_instance_id,
+        datadir=str(datadir or Path(".cache") / "faust" / settings.app_id),
+        autodiscover=False,
+        web_in_thread=False,
+    )
+    telemetry = Telemetry(
+        settings.telemetry_exporter, settings.service_name, settings.otlp_endpoint
+    )
+    holder: dict[str, Any] = {}
+
+    async def ack(event: Any) -> None:
+        await holder["stream"].ack(event)
+
+    registry = Registry(settings, _ProducerSink(app), ack, telemetry)
+    audio = app.topic(
+        settings.topic("stt.audio"),
+        key_type=bytes,
+        value_type=bytes,
+        key_serializer="raw",
+        value_serializer="raw",
+    )
+
+    async def transcribe(stream: Any) -> None:
+        manual = stream.noack()
+        holder["stream"] = manual
+        async for event in manual.events():
+            message = event.message
+            await registry.handle(
+                Record(
+                    topic=message.topic,
+                    partition=message.partition,
+                    offset=message.offset,
+                    key=message.key,
+                    value=message.value,
+                    headers=list(message.headers or []),
+                    handle=event,
+                )
+            )
+
+    app.agent(audio, name="transcribe")(transcribe)
+    app.timer(0.5)(registry.tick)
+    app.task(registry.run_acker)
+
+    async def on_revoked(sender: Any, revoked: set[Any], **kwargs: Any) -> None:
+        source = audio.get_topic_name()
+        await registry.revoke({tp.partition for tp in revoked if tp.topic == source})
+
+    app.on_partitions_revoked.connect(on_revoked)  # type: ignore[arg-type]
+
+    async def on_shutdown(sender: Any, **kwargs: Any) -> None:
+        await registry.shutdown()
+        telemetry.shutdown()
+
+    app.on_before_shutdown.connect(on_shutdown)  # type: ignore[arg-type]
+
+    @app.page("/healthz")
+    class Health(View):
+        async def get(self, request: Request) -> Response:
+            return self.json({"status": "ok", "sessions": registry.active})
+
+    @app.page("/ready")
+    class Ready(View):
+        async def get(self, request: Request) -> Response:
+            ready = _is_ready(app)
+            return self.json({"ready": ready}, status=200 if ready else 503)
+
+    app.registry = registry  # type: ignore[attr-defined]
+    app.telemetry = telemetry  # type: ignore[attr-defined]
+    return app
+
+
+def _is_ready(app: faust.App) -> bool:
+    if app.rebalancing:
+        return False
+    try:
+        app.consumer.assignment()
+    except Exception:  # consumer not started yet
+        return False
+    tables: Any = app.tables
+    return bool(tables.recovery.completed.is_set())
+
+
+def _credentials() -> Any:
+    """Kafka TLS/SASL credentials from the ``KAFKA_*`` environment variables
+    (the same ones ``topics apply`` reads, see topology.connection)."""
+    from topology.connection import KafkaSettings, ssl_context
+
+    kafka = KafkaSettings.from_env()
+    context = ssl_context(kafka)
+    if kafka.uses_sasl:
+        return faust.SASLCredentials(
+            username=kafka.sasl_username,
+            password=kafka.sasl_password,
+            mechanism=kafka.sasl_mechanism,
+            ssl_context=context,
+        )
+    if context is not None:
+        return faust.SSLCredentials(context)
+    return None

@@ -1,0 +1,97 @@
+"""Typed worker settings, from environment variables (and CLI flags on top).
+
+Every field has an environment variable: ``RESON8_API_URL``, ``RESON8_API_KEY``
+and ``KAFKA_BOOTSTRAP_SERVERS`` by their usual names, everything else as
+``RESON8_KAFKA_<FIELD>`` (upper case). ``docs/configuration.md`` lists them.
+The API key is a :class:`~pydantic.SecretStr`: it never appears in ``repr``,
+logs or errors.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any, Literal
+from urllib.parse import urlsplit, urlunsplit
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+
+from workers.errors import ConfigError
+
+DEFAULT_API_URL = "wss://api.reson8.dev"
+ENV_ALIASES: dict[str, str] = {
+    "api_url": "RESON8_API_URL",
+    "api_key": "RESON8_API_KEY",
+    "bootstrap_servers": "KAFKA_BOOTSTRAP_SERVERS",
+}
+ENV_PREFIX = "RESON8_KAFKA_"
+
+
+class Settings(BaseModel):
+    """Worker configuration. Build with :meth:`from_env`; override from CLI flags
+    with :meth:`merged`. Validation errors surface as :class:`ConfigError`."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    api_url: str = Field(DEFAULT_API_URL, description="Reson8 base URL (wss/ws/https/http)")
+    api_key: SecretStr = Field(SecretStr(""), description="Reson8 API key (secret)")
+    bootstrap_servers: str = Field("127.0.0.1:9092", description="Kafka bootstrap servers")
+    app_id: str = Field("reson8-kafka", description="Faust app id = consumer group id")
+    topic_prefix: str = Field("", description="prefix of every topic name")
+    partitions: int = Field(12, ge=1, description="partitions of stt.audio (Faust tables match)")
+    group_instance_id: str | None = Field(None, description="static membership id")
+    web_host: str = Field("0.0.0.0", description="health/metrics HTTP bind address")
+    web_port: int = Field(6066, ge=0, le=65535, description="health/metrics HTTP port")
+    max_record_bytes: int = Field(1_048_576, ge=1024, description="larger records go to the DLQ")
+    upstream_rate: int = Field(16000, description="PCM rate sent upstream for containers")
+    idle_timeout_s: float = Field(300.0, gt=0, description="close a session with no input")
+    idle_flush_s: float = Field(2.0, gt=0, description="flush a quiet session after this")
+    max_uncovered_s: float = Field(30.0, gt=0, description="force a flush beyond this")
+    end_timeout_s: float = Field(10.0, gt=0, description="wait for finals after end")
+    drain_timeout_s: float = Field(20.0, gt=0, description="SIGTERM drain bound")
+    connect_timeout_s: float = Field(10.0, gt=0)
+    ping_interval_s: float = Field(20.0, gt=0)
+    ping_timeout_s: float = Field(20.0, gt=0)
+    retry_initial_s: float = Field(0.2, gt=0)
+    retry_max_s: float = Field(10.0, gt=0)
+    retry_attempts: int = Field(8, ge=1)
+    telemetry_exporter: Literal["none", "console", "otlp"] = "none"
+    otlp_endpoint: str | None = None
+    service_name: str = "reson8-kafka-worker"
+    log_level: str = "info"
+
+    @field_validator("api_url")
+    @classmethod
+    def _websocket_url(cls, value: str) -> str:
+        return normalize_api_url(value)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """Settings from the environment, with ``overrides`` (non-None) on top."""
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for name in cls.model_fields:
+            key = ENV_ALIASES.get(name, ENV_PREFIX + name.upper())
+            if key in env and env[key] != "":
+                values[name] = env[key]
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        try:
+            return cls.model_validate(values)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            field = ".".join(str(p) for p in first["loc"])
+            raise ConfigError(f"setting {field}: {first['msg']}") from None
+
+    def topic(self, name: str) -> str:
+        """Full topic name of ``name`` (e.g. ``stt.audio``) with the prefix."""
+        return self.topic_prefix + name
+
+
+def normalize_api_url(value: str) -> str:
+    """Accept ``https://``/``wss://``/``http://``/``ws://``; return the ws(s) form
+    without a trailing slash. Raises ``ValueError`` for anything else."""
+    parts = urlsplit(value.strip())
+    scheme = {"https": "wss", "wss": "wss", "http": "ws", "ws": "ws"}.get(parts.scheme)
+    if scheme is None or not parts.netloc:
+        raise ValueError("must be a ws://, wss://, http:// or https:// URL")
+    return urlunsplit((scheme, parts.netloc, parts.path.rstrip("/"), "", ""))

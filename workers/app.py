@@ -47,6 +47,8 @@ def _broker_urls(bootstrap: str) -> list[str]:
 
 def create_app(settings: Settings, *, datadir: Path | None = None) -> faust.App:
     """The worker's Faust app, with its agent, timers and web views registered."""
+    folder = datadir or Path(".cache") / "faust" / settings.app_id
+    folder.mkdir(parents=True, exist_ok=True)
     app = faust.App(
         settings.app_id,
         broker=_broker_urls(settings.bootstrap_servers),
@@ -65,7 +67,7 @@ def create_app(settings: Settings, *, datadir: Path | None = None) -> faust.App:
         web_port=settings.web_port,
         web_host=settings.web_host,
         consumer_group_instance_id=settings.group_instance_id,
-        datadir=str(datadir or Path(".cache") / "faust" / settings.app_id),
+        datadir=str(folder),
         autodiscover=False,
         web_in_thread=False,
     )

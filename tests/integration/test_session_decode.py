@@ -17,6 +17,7 @@ def test_container_session_decodes_to_pcm_at_the_upstream_rate() -> None:
         session.feed(wav[i : i + 7])
     session.finish_input()
     [stream] = session.streams
-    assert stream.params.encoding == "pcm_s16le" and stream.params.sample_rate == 16000
+    assert stream.params.encoding == "pcm_s16le"
+    assert stream.params.sample_rate == 16000
     assert abs(stream.frames_in - 1600) <= 32
     session.close()

@@ -21,7 +21,8 @@ def test_raw_mixed_audio_passes_through_untouched() -> None:
     session = Session("s", raw(channels=2), upstream_rate=16000)
     [stream] = session.streams
     assert stream.params.encoding == "pcm_s16le"
-    assert stream.params.sample_rate == 8000 and stream.params.channels == 2
+    assert stream.params.sample_rate == 8000
+    assert stream.params.channels == 2
     stream.connected(None)
     data = stereo([(1, 2), (3, 4)])
     session.feed(data[:3])

@@ -87,19 +87,23 @@ def test_final_covers_its_audio_and_is_session_absolute_after_reconnect() -> Non
     s.push(audio(3000))
     sent(s)
     [event] = s.on_message(final("alpha", 1000, 200))
-    assert isinstance(event, TranscriptEvent) and event.start_ms == 1000
+    assert isinstance(event, TranscriptEvent)
+    assert event.start_ms == 1000
     assert s.covered == 1200 * RATE // 1000
     # The connection drops: everything after 1200 ms is replayed on the next one,
     # whose times count from 1200 ms.
     s.disconnected()
     reconnect = s.connected("connection_lost")
-    assert isinstance(reconnect, SessionEvent) and reconnect.type == "upstream_reconnected"
+    assert isinstance(reconnect, SessionEvent)
+    assert reconnect.type == "upstream_reconnected"
     replay = b"".join(x for x in sent(s) if isinstance(x, bytes))
     assert replay == audio(1800)
     [again] = s.on_message(final("bravo", 500, 200))
     assert isinstance(again, TranscriptEvent)
-    assert again.start_ms == 1700 and again.words[0].start_ms == 1700
-    assert s.stats.reconnects == 1 and s.stats.finals == 2
+    assert again.start_ms == 1700
+    assert again.words[0].start_ms == 1700
+    assert s.stats.reconnects == 1
+    assert s.stats.finals == 2
 
 
 def test_same_final_after_replay_has_the_same_event_id() -> None:
@@ -122,7 +126,8 @@ def test_interims_do_not_cover() -> None:
     s.push(audio(1000))
     sent(s)
     [event] = s.on_message(Transcript(text="al", is_final=False, start_ms=0, duration_ms=100))
-    assert isinstance(event, TranscriptEvent) and not event.is_final
+    assert isinstance(event, TranscriptEvent)
+    assert not event.is_final
     assert s.covered == 0
 
 
@@ -144,9 +149,11 @@ def test_flush_is_sent_in_order_and_its_confirmation_covers() -> None:
     out = sent(s)
     assert out == [audio(100), FlushRequest(id=flush_id), audio(100, 2)]
     [event] = s.on_message(FlushConfirmation(id=flush_id))
-    assert isinstance(event, SessionEvent) and event.type == "flush_confirmed"
+    assert isinstance(event, SessionEvent)
+    assert event.type == "flush_confirmed"
     assert event.position_ms == 100
-    assert s.covered == 100 * RATE // 1000 and s.pending_flushes == 0
+    assert s.covered == 100 * RATE // 1000
+    assert s.pending_flushes == 0
 
 
 def test_unconfirmed_flush_is_sent_again_after_reconnect() -> None:
@@ -183,7 +190,8 @@ def test_turn_order_and_coverage() -> None:
         TurnEnd(),
     ):
         for event in s.on_message(message):
-            assert isinstance(event, TurnEvent) and event.turn_index == 0
+            assert isinstance(event, TurnEvent)
+            assert event.turn_index == 0
             kinds.append(event.type)
     assert kinds == [
         "turn_start",
@@ -192,7 +200,9 @@ def test_turn_order_and_coverage() -> None:
         "turn_end_candidate",
         "turn_end",
     ]
-    assert s.covered == 1100 * RATE // 1000 and s.turn_index == 1 and not s.turn_open
+    assert s.covered == 1100 * RATE // 1000
+    assert s.turn_index == 1
+    assert not s.turn_open
 
 
 def test_turn_survives_a_reconnect_without_a_second_start() -> None:
@@ -206,9 +216,11 @@ def test_turn_survives_a_reconnect_without_a_second_start() -> None:
     assert s.on_message(TurnStart()) == []  # the replayed turn is the same turn
     [candidate] = s.on_message(TurnEndCandidate(text="alpha", start_ms=200, duration_ms=300))
     [end] = s.on_message(TurnEnd())
-    assert isinstance(start, TurnEvent) and isinstance(end, TurnEvent)
+    assert isinstance(start, TurnEvent)
+    assert isinstance(end, TurnEvent)
     assert start.turn_index == end.turn_index == 0
-    assert isinstance(candidate, TurnEvent) and candidate.start_ms == 200
+    assert isinstance(candidate, TurnEvent)
+    assert candidate.start_ms == 200
 
 
 def test_turn_end_without_candidate_is_ignored() -> None:

@@ -1,0 +1,595 @@
+"""Push decoders: audio bytes in, interleaved ``pcm_s16le`` out.
+
+Two decoders share one shape, ``feed(bytes) -> pcm`` and ``flush() -> pcm``
+(httpx's ``_decoders.py`` style); nothing here imports Kafka or websockets.
+
+- :class:`ContainerDecoder` demuxes and decodes anything FFmpeg reads (WAV,
+  OGG/Opus, FLAC, WebM, MP3, fragmented or faststart M4A...) from arbitrary
+  byte splits. PyAV only pulls bytes from a file object, so the demuxer runs on
+  a private daemon thread that reads from a blocking, non-seekable pipe;
+  ``feed`` writes to the pipe and waits until the thread has consumed it all
+  and blocks for more ("run until it starves"). The output therefore depends
+  only on the bytes given so far, never on how they were split.
+- :class:`RawDecoder` handles headerless ``pcm_s16le``/``mulaw``/``alaw``
+  (G.711 expanded with numpy lookup tables).
+
+Failover support: a :class:`ContainerDecoder` records :class:`ResumePoint`\\ s
+(WAV, OGG, MP3) so a new decoder can restart mid-stream from the container's
+header bytes plus the input from ``point.offset`` on.
+
+Every failure to decode raises :class:`workers.errors.DecodeError`, translated
+from ``av`` errors with ``raise ... from``.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import av
+import numpy as np
+import numpy.typing as npt
+
+from workers._resume import ResumePoint, Scanner, scanner_for
+from workers.errors import DecodeError
+
+__all__ = [
+    "RAW_ENCODINGS",
+    "ContainerDecoder",
+    "RawDecoder",
+    "ResumePoint",
+    "alaw_to_s16",
+    "mulaw_to_s16",
+    "sniff_container",
+    "split_channels",
+]
+
+RAW_ENCODINGS = ("pcm_s16le", "mulaw", "alaw")
+"""Encodings passed upstream untouched (the Reson8 ``encoding`` values)."""
+
+DEFAULT_TIMEOUT_S = 10.0
+
+# Open options for live input. `probesize`/`analyzeduration` bound how much
+# avformat_find_stream_info() reads before the first packet comes out (the
+# defaults are 5 MB / 5 s). Format probing needs 2048 bytes (FFmpeg's
+# PROBE_BUF_MIN) or end of stream before anything is decoded, and gives up on
+# unknown bytes after `formatprobesize` (default 1 MiB); 256 KiB still skips
+# an MP3's ID3v2 tag with cover art, which probing steps over.
+# Not `fflags=nobuffer`: with it, the packets read while probing are dropped,
+# so the output would depend on where the stream was split.
+_OPEN_OPTIONS = {
+    "probesize": "32768",
+    "analyzeduration": "200000",
+    "formatprobesize": str(256 * 1024),
+}
+_READ_SIZE = 32768
+
+
+# --------------------------------------------------------------------------
+# Sniffing and channel helpers
+
+
+def sniff_container(prefix: bytes) -> str | None:
+    """Name the container from the first bytes of a stream, or None if unknown.
+
+    Returns ``wav``, ``ogg``, ``flac``, ``webm`` (any EBML, i.e. also Matroska),
+    ``mp3`` or ``mp4``. Give at least 12 bytes; fewer may return None for a
+    container that a longer prefix would match.
+    """
+    checks: tuple[tuple[str, Callable[[bytes], bool]], ...] = (
+        ("wav", lambda p: p[:4] in (b"RIFF", b"RIFX", b"RF64") and p[8:12] == b"WAVE"),
+        ("ogg", lambda p: p.startswith(b"OggS")),
+        ("flac", lambda p: p.startswith(b"fLaC")),
+        ("webm", lambda p: p.startswith(b"\x1a\x45\xdf\xa3")),
+        ("mp4", lambda p: p[4:8] == b"ftyp"),
+        ("mp3", _looks_like_mpeg_audio),
+    )
+    for name, check in checks:
+        if check(prefix):
+            return name
+    return None
+
+
+def _looks_like_mpeg_audio(prefix: bytes) -> bool:
+    if prefix.startswith(b"ID3"):
+        return True
+    # MPEG audio frame header: 11-bit sync, a valid version (not 01), a valid
+    # layer (not 00), a bitrate index that is neither free (0) nor bad (15),
+    # and a sample-rate index that is not reserved (3).
+    if len(prefix) < 4 or prefix[0] != 0xFF or prefix[1] & 0xE0 != 0xE0:
+        return False
+    version, layer = (prefix[1] >> 3) & 3, (prefix[1] >> 1) & 3
+    bitrate, rate = prefix[2] >> 4, (prefix[2] >> 2) & 3
+    return version != 1 and layer != 0 and bitrate not in (0, 15) and rate != 3
+
+
+def split_channels(pcm: bytes, channels: int) -> list[bytes]:
+    """Split interleaved ``pcm_s16le`` into one mono buffer per channel.
+
+    ``pcm`` must hold whole frames (a multiple of ``2 * channels`` bytes).
+    """
+    if channels < 1:
+        raise ValueError("channels must be >= 1")
+    if len(pcm) % (2 * channels):
+        raise ValueError(f"{len(pcm)} bytes is not a whole number of {channels}-channel frames")
+    if channels == 1:
+        return [bytes(pcm)]
+    frames = np.frombuffer(pcm, dtype="<i2").reshape(-1, channels)
+    return [frames[:, c].tobytes() for c in range(channels)]
+
+
+# --------------------------------------------------------------------------
+# G.711 and raw input
+
+
+def _mulaw_table() -> npt.NDArray[np.int16]:
+    # ITU-T G.711 mu-law expansion: bits are inverted on the wire; the sample
+    # is ((mantissa << 3) + 0x84) << exponent, minus the 0x84 bias.
+    u = ~np.arange(256, dtype=np.int32) & 0xFF
+    exponent, mantissa = (u >> 4) & 7, u & 0x0F
+    magnitude = (((mantissa << 3) + 0x84) << exponent) - 0x84
+    return np.where(u & 0x80, -magnitude, magnitude).astype(np.int16)
+
+
+def _alaw_table() -> npt.NDArray[np.int16]:
+    # ITU-T G.711 A-law expansion: even bits are inverted on the wire (xor
+    # 0x55); the sign bit set means positive.
+    a = np.arange(256, dtype=np.int32) ^ 0x55
+    exponent, mantissa = (a >> 4) & 7, a & 0x0F
+    magnitude = np.where(
+        exponent == 0, (mantissa << 4) + 8, ((mantissa << 4) + 0x108) << (exponent - 1)
+    )
+    return np.where(a & 0x80, magnitude, -magnitude).astype(np.int16)
+
+
+_MULAW = _mulaw_table()
+_ALAW = _alaw_table()
+
+
+def mulaw_to_s16(data: bytes) -> bytes:
+    """Expand G.711 mu-law bytes (one per sample) to ``pcm_s16le``."""
+    return _MULAW[np.frombuffer(data, dtype=np.uint8)].astype("<i2").tobytes()
+
+
+def alaw_to_s16(data: bytes) -> bytes:
+    """Expand G.711 A-law bytes (one per sample) to ``pcm_s16le``."""
+    return _ALAW[np.frombuffer(data, dtype=np.uint8)].astype("<i2").tobytes()
+
+
+class RawDecoder:
+    """Push decoder for headerless ``pcm_s16le``, ``mulaw`` or ``alaw``.
+
+    ``feed`` accepts any split and keeps a partial frame for the next call;
+    ``flush`` returns nothing but raises ``DecodeError`` if the stream ended
+    mid-frame. For passthrough (raw audio is sent upstream untouched), call
+    :meth:`passthrough` instead of :meth:`feed`: it returns the whole frames in
+    the input encoding and counts them the same way.
+    """
+
+    def __init__(self, encoding: str, sample_rate: int, channels: int) -> None:
+        if encoding not in RAW_ENCODINGS:
+            raise ValueError(f"encoding must be one of {', '.join(RAW_ENCODINGS)}")
+        if sample_rate <= 0 or channels <= 0:
+            raise ValueError("sample_rate and channels must be positive")
+        self.encoding = encoding
+        self.sample_rate = sample_rate
+        self.channels = channels
+        self.frame_bytes = (2 if encoding == "pcm_s16le" else 1) * channels
+        self.samples_out = 0
+        """Frames (samples per channel) returned so far."""
+        self._rest = b""
+
+    def passthrough(self, data: bytes) -> bytes:
+        """Return the whole frames of ``rest + data`` unchanged (input encoding)."""
+        data = self._rest + data
+        whole = len(data) - len(data) % self.frame_bytes
+        self._rest = data[whole:]
+        self.samples_out += whole // self.frame_bytes
+        return data[:whole]
+
+    def feed(self, data: bytes) -> bytes:
+        """Return the whole frames of ``rest + data`` as interleaved ``pcm_s16le``."""
+        raw = self.passthrough(data)
+        if self.encoding == "mulaw":
+            return mulaw_to_s16(raw)
+        if self.encoding == "alaw":
+            return alaw_to_s16(raw)
+        return raw
+
+    @property
+    def pending(self) -> int:
+        """Bytes of a partial frame held back until the next ``feed``."""
+        return len(self._rest)
+
+    def flush(self) -> bytes:
+        """End of stream: raises ``DecodeError`` if a partial frame is left over."""
+        if self._rest:
+            rest, self._rest = self._rest, b""
+            raise DecodeError(
+                f"{self.encoding} stream ended mid-frame ({len(rest)} of {self.frame_bytes} bytes)"
+            )
+        return b""
+
+    def close(self) -> None:
+        """Drop any partial frame. Nothing to release."""
+        self._rest = b""
+
+
+# --------------------------------------------------------------------------
+# Container decoding on a private thread
+
+
+class _Closed(Exception):
+    """Raised inside the decode thread's read() when the decoder is closed."""
+
+
+class _Pipe:
+    """A blocking, non-seekable file object: ``read`` waits for ``write`` or EOF.
+
+    No ``seek``/``tell``: PyAV then opens the AVIOContext as non-seekable, so
+    demuxers never try to jump to the end of a stream that does not exist yet.
+    """
+
+    def __init__(self, cond: threading.Condition) -> None:
+        self._cond = cond
+        self._chunks: deque[bytes] = deque()
+        self.eof = False
+        self.closed = False
+        self._close_raised = False
+        self.starved = False  # the reader is waiting and nothing is queued
+        self.consumed = 0  # bytes handed to FFmpeg so far
+
+    def write(self, data: bytes) -> None:
+        """Queue bytes for the reader. Call with the condition held."""
+        if data:
+            self._chunks.append(bytes(data))
+            self.starved = False
+            self._cond.notify_all()
+
+    def read(self, size: int = -1) -> bytes:
+        """Called by FFmpeg (via PyAV) on the decode thread; blocks until data/EOF."""
+        with self._cond:
+            while not self._chunks and not self.eof and not self.closed:
+                self.starved = True
+                self._cond.notify_all()
+                self._cond.wait()
+            self.starved = False
+            if self.closed:
+                return self._closed_read()
+            return self._take(size)
+
+    def _closed_read(self) -> bytes:
+        # Raise once to abort FFmpeg's call; demuxers may read again after an
+        # error, and a second exception would make PyAV print "exception being
+        # dropped". Later reads see EOF; _emit stops the thread after that.
+        if self._close_raised:
+            return b""
+        self._close_raised = True
+        raise _Closed
+
+    def _take(self, size: int) -> bytes:
+        if not self._chunks:
+            return b""  # EOF: PyAV maps an empty read to AVERROR_EOF
+        chunk = self._chunks.popleft()
+        if 0 < size < len(chunk):
+            self._chunks.appendleft(chunk[size:])
+            chunk = chunk[:size]
+        self.consumed += len(chunk)
+        self._cond.notify_all()
+        return chunk
+
+
+@dataclass
+class _Info:
+    container: str | None = None
+    codec: str | None = None
+    source_rate: int | None = None
+    source_channels: int | None = None
+
+
+class ContainerDecoder:
+    """Push decoder for any container/codec FFmpeg reads; output is ``pcm_s16le``.
+
+    Call :meth:`feed` with each slice of the stream (any split, even one byte
+    at a time); it returns the PCM decodable so far, resampled to
+    ``target_rate`` and mixed to ``target_channels`` (``None`` keeps the source
+    channel count). Call :meth:`flush` at end of stream for the tail, then
+    :meth:`close` (also safe to call at any time, and more than once).
+
+    ``timeout`` bounds how long ``feed``/``flush`` wait for the decode thread to
+    make progress before raising ``DecodeError``. Bytes that are not audio raise
+    ``DecodeError`` once FFmpeg gives up probing (256 KiB or end of stream);
+    to reject junk earlier, check the first bytes with :func:`sniff_container`.
+    """
+
+    def __init__(
+        self,
+        target_rate: int = 16000,
+        target_channels: int | None = 1,
+        *,
+        timeout: float = DEFAULT_TIMEOUT_S,
+        resume_every_s: float = 1.0,
+    ) -> None:
+        if target_rate <= 0 or (target_channels is not None and target_channels <= 0):
+            raise ValueError("target_rate and target_channels must be positive")
+        self.target_rate = target_rate
+        self.target_channels = target_channels
+        self.timeout = timeout
+        self.samples_out = 0
+        """Frames (samples per channel) returned by feed/flush so far."""
+        self.bytes_in = 0
+        """Bytes given to feed so far (offsets of resume points count from here)."""
+        self._cond = threading.Condition()
+        self._pipe = _Pipe(self._cond)
+        self._out: list[bytes] = []
+        self._error: BaseException | None = None
+        self._progress = 0
+        self._done = False
+        self._info = _Info()
+        self._prefix = b""
+        self._sniffed = False
+        self._scanner: Scanner | None = None
+        self._resume_every_s = resume_every_s
+        self._resume_points: list[ResumePoint] = []
+        self._thread = threading.Thread(target=self._run, name="container-decoder", daemon=True)
+        self._thread.start()
+
+    # -- public API ---------------------------------------------------------
+
+    @property
+    def container(self) -> str | None:
+        """Short container name (``wav``, ``ogg``, ``flac``, ``webm``, ``mp3``,
+        ``mp4``; FFmpeg's demuxer name otherwise), once the stream is open."""
+        return self._info.container
+
+    @property
+    def codec(self) -> str | None:
+        """FFmpeg decoder name (e.g. ``opus``, ``mp3float``, ``aac``), once open."""
+        return self._info.codec
+
+    @property
+    def source_rate(self) -> int | None:
+        """Sample rate of the decoded source, after the first decoded audio."""
+        return self._info.source_rate
+
+    @property
+    def source_channels(self) -> int | None:
+        """Channel count of the decoded source, after the first decoded audio."""
+        return self._info.source_channels
+
+    @property
+    def header_bytes(self) -> bytes | None:
+        """The bytes a new decoder needs before mid-stream data, or None.
+
+        None until the header is complete, and for containers without resume
+        support (FLAC, WebM, M4A, others). ``b""`` for MP3 (frames are self-describing).
+        Prefer a :class:`ResumePoint`'s ``header``: for WAV it carries the
+        data size adjusted to the restart offset.
+        """
+        return None if self._scanner is None else self._scanner.header
+
+    @property
+    def resume_points(self) -> list[ResumePoint]:
+        """Restart points found so far, oldest first, about ``resume_every_s`` apart.
+
+        Each is valid once ``bytes_in > point.offset``. Drop the ones you no
+        longer need with :meth:`forget_resume_points`.
+        """
+        return list(self._resume_points)
+
+    def resume_point_before(self, samples: int) -> ResumePoint | None:
+        """The latest restart point whose ``samples`` is at or before ``samples``."""
+        best = None
+        for point in self._resume_points:
+            if point.samples <= samples:
+                best = point
+        return best
+
+    def forget_resume_points(self, before_samples: int) -> None:
+        """Drop restart points older than the latest one at or before ``before_samples``."""
+        keep = self.resume_point_before(before_samples)
+        if keep is not None:
+            self._resume_points = [p for p in self._resume_points if p.samples >= keep.samples]
+
+    def feed(self, data: bytes) -> bytes:
+        """Give the next bytes of the stream; return all PCM decodable so far.
+
+        Raises ``DecodeError`` if the bytes are not decodable audio or the
+        decoder stalls for ``timeout`` seconds; the decoder is then unusable
+        (call :meth:`close`).
+        """
+        self._check_open()
+        self._scan(data)
+        with self._cond:
+            self._pipe.write(data)
+            self._wait(lambda: self._pipe.starved or self._done)
+        return self._collect()
+
+    def flush(self) -> bytes:
+        """End of stream: drain demuxer, decoder and resampler; return the tail.
+
+        Afterwards only :meth:`close` may be called.
+        """
+        self._check_open()
+        with self._cond:
+            self._pipe.eof = True
+            self._cond.notify_all()
+            self._wait(lambda: self._done)
+        self._thread.join(self.timeout)
+        return self._collect()
+
+    def close(self) -> None:
+        """Stop the decode thread and release FFmpeg resources. Idempotent."""
+        with self._cond:
+            self._pipe.closed = True
+            self._cond.notify_all()
+        if threading.current_thread() is not self._thread:
+            self._thread.join(self.timeout)
+
+    def __enter__(self) -> ContainerDecoder:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- caller side ----------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self._pipe.closed or self._pipe.eof:
+            raise RuntimeError("decoder is flushed or closed")
+
+    def _wait(self, ready: Callable[[], bool]) -> None:
+        """Wait (condition held) until ``ready``; time out only without progress.
+
+        Progress is bytes read or PCM produced, so a big feed that takes a
+        while to decode is not mistaken for a stall.
+        """
+        progress, deadline = self._progress_mark(), time.monotonic() + self.timeout
+        while not ready():
+            if self._progress_mark() != progress:
+                progress, deadline = self._progress_mark(), time.monotonic() + self.timeout
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                self._error = self._error or DecodeError(
+                    f"decoder made no progress for {self.timeout:g} s"
+                )
+                self._pipe.closed = True
+                self._cond.notify_all()
+                break
+            self._cond.wait(remaining)
+
+    def _progress_mark(self) -> tuple[int, int]:
+        return (self._progress, self._pipe.consumed)
+
+    def _collect(self) -> bytes:
+        with self._cond:
+            out, self._out = b"".join(self._out), []
+            error = self._error
+        if error is not None:
+            self.close()
+            if isinstance(error, DecodeError):
+                raise error
+            raise DecodeError(f"cannot decode audio: {error}") from error
+        self.samples_out += len(out) // (2 * (self.target_channels or self.source_channels or 1))
+        return out
+
+    def _scan(self, data: bytes) -> None:
+        """Track container structure (header bytes, resume points) in the input."""
+        base = self.bytes_in
+        self.bytes_in += len(data)
+        if self._scanner is not None:
+            self._add_points(self._scanner.feed(data, base))
+            return
+        if self._sniffed:
+            return
+        self._prefix += data
+        if len(self._prefix) < 12:
+            return
+        # sniff_container needs 12 bytes (RIFF....WAVE, ....ftyp).
+        self._sniffed = True
+        prefix, self._prefix = self._prefix, b""
+        self._scanner = scanner_for(sniff_container(prefix))
+        if self._scanner is not None:
+            self._add_points(self._scanner.feed(prefix, 0))
+
+    def _add_points(self, points: list[tuple[int, int, bytes, int]]) -> None:
+        for offset, src_samples, header, src_rate in points:
+            samples = round(src_samples * self.target_rate / src_rate)
+            last = self._resume_points[-1] if self._resume_points else None
+            if last is None or samples - last.samples >= self._resume_every_s * self.target_rate:
+                self._resume_points.append(ResumePoint(offset, samples, header))
+
+    # -- decode thread --------------------------------------------------------
+
+    def _run(self) -> None:
+        try:
+            with av.open(
+                self._pipe, mode="r", options=_OPEN_OPTIONS, buffer_size=_READ_SIZE
+            ) as box:
+                self._decode(box)
+        except _Closed:
+            pass
+        except av.FFmpegError as exc:
+            # str(exc) names the file ('<none>' for a file object): use strerror.
+            detail = exc.strerror or type(exc).__name__
+            where = f" ({self._info.container} {self._info.codec})" if self._info.codec else ""
+            self._fail(DecodeError(f"cannot decode audio{where}: {detail}"), exc)
+        except DecodeError as exc:
+            self._fail(exc, None)
+        except Exception as exc:  # a PyAV/FFmpeg surprise must not kill silently
+            self._fail(DecodeError(f"cannot decode audio: {exc!r}"), exc)
+        finally:
+            with self._cond:
+                self._done = True
+                self._cond.notify_all()
+
+    def _fail(self, error: DecodeError, cause: BaseException | None) -> None:
+        error.__cause__ = cause
+        with self._cond:
+            self._error = self._error or error
+
+    def _decode(self, box: av.container.InputContainer) -> None:
+        if not box.streams.audio:
+            raise DecodeError(f"no audio stream in {box.format.name} input")
+        stream = box.streams.audio[0]
+        with self._cond:
+            self._info.container = _short_name(box.format.name)
+            self._info.codec = stream.codec_context.name
+        resampler: av.AudioResampler | None = None
+        for frame in _frames(box, stream):
+            if resampler is None:
+                resampler = self._resampler_for(frame)
+            self._emit(resampler.resample(frame))
+        if resampler is not None:
+            self._emit(resampler.resample(None))  # None drains swresample's delay
+
+    def _resampler_for(self, frame: av.AudioFrame) -> av.AudioResampler:
+        channels = len(frame.layout.channels)
+        with self._cond:
+            self._info.source_rate = frame.sample_rate
+            self._info.source_channels = channels
+        out_channels = self.target_channels or channels
+        layout = _layout_name(out_channels) if self.target_channels else frame.layout.name
+        return av.AudioResampler(format="s16", layout=layout, rate=self.target_rate)
+
+    def _emit(self, frames: list[av.AudioFrame]) -> None:
+        chunks = [_packed_bytes(f) for f in frames]
+        with self._cond:
+            if self._pipe.closed:
+                raise _Closed
+            self._out.extend(chunks)
+            self._progress += 1
+            self._cond.notify_all()
+
+
+def _frames(box: av.container.InputContainer, stream: av.AudioStream) -> Iterator[av.AudioFrame]:
+    # demux() ends with an empty packet whose decode() drains the decoder.
+    for packet in box.demux(stream):
+        yield from packet.decode()
+
+
+def _packed_bytes(frame: av.AudioFrame) -> bytes:
+    # Packed s16: plane 0 holds all channels interleaved, padded for alignment.
+    size = frame.samples * 2 * len(frame.layout.channels)
+    return bytes(memoryview(frame.planes[0])[:size])
+
+
+def _layout_name(channels: int) -> str:
+    return {1: "mono", 2: "stereo"}.get(channels, f"{channels}c")
+
+
+_SHORT_NAMES = {
+    "wav": "wav",
+    "ogg": "ogg",
+    "flac": "flac",
+    "matroska,webm": "webm",
+    "mp3": "mp3",
+    "mov,mp4,m4a,3gp,3g2,mj2": "mp4",
+}
+
+
+def _short_name(ffmpeg_name: str) -> str:
+    return _SHORT_NAMES.get(ffmpeg_name, ffmpeg_name)

@@ -19,7 +19,7 @@ from typing import Protocol
 
 from schemas.events import SessionEvent, event_id
 from schemas.wire import FlushRequest
-from workers.errors import UpstreamError
+from workers.errors import InputError, UpstreamError
 from workers.session import Session
 from workers.stream import ChannelStream, Event
 from workers.upstream import ConnectOptions, RetryPolicy, UpstreamConnection, open_connection
@@ -84,7 +84,10 @@ class SessionRunner:
 
         Returns True when every stream confirmed (nothing left uncovered).
         """
-        self.session.finish_input()
+        try:
+            self.session.finish_input()
+        except InputError as exc:  # a truncated container: keep what was decoded
+            log.warning("session %s: %s", self.session.session_id, exc)
         self.session.flush(user=True)
         self.wake()
         settled = await self.wait_for(self._all_flushed, timeout_s)

@@ -19,8 +19,10 @@ from dataclasses import dataclass
 from schemas.envelope import SessionConfig
 from schemas.wire import Encoding
 from workers.stream import ChannelStream
-from workers.transcode import ContainerDecoder, split_channels
+from workers.errors import DecodeError
+from workers.transcode import ContainerDecoder, sniff_container, split_channels
 
+SNIFF_BYTES = 12  # sniff_container needs this many bytes
 # Width in bytes of one sample of each raw encoding.
 _SAMPLE_WIDTH = {"pcm_s16le": 2, "mulaw": 1, "alaw": 1}
 
@@ -46,6 +48,7 @@ class Session:
         self._split = config.channel_mode == "split"
         self._decoder: ContainerDecoder | None = None
         self._raw_remainder = b""
+        self._prefix: bytes | None = b""  # first bytes of a container, until it is recognised
         if config.encoding == "auto":
             self._decoder = ContainerDecoder(
                 target_rate=upstream_rate, target_channels=None if self._split else 1
@@ -86,9 +89,25 @@ class Session:
         if not audio:
             return
         if self._decoder is not None:
+            self._check_container(audio)
             self._push_pcm(self._decoder.feed(audio))
         else:
             self._push_raw(audio)
+
+    def _check_container(self, audio: bytes) -> None:
+        """Reject a stream that starts with no known container header at once;
+        FFmpeg would only give up after a large probe (and the record would be
+        held, not dead-lettered)."""
+        if self._prefix is None:
+            return
+        self._prefix += audio[:SNIFF_BYTES]
+        if len(self._prefix) < SNIFF_BYTES:
+            return
+        if sniff_container(self._prefix) is None:
+            self._prefix = self._prefix[:0]
+            self.audio_bytes -= len(audio)
+            raise DecodeError("no known container header (WAV, OGG, FLAC, WebM, MP3, MP4)")
+        self._prefix = None
 
     def finish_input(self) -> None:
         """End of the session's audio: drain the decoder into the streams."""

@@ -38,7 +38,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="reson8-kafka",
         description="Streaming speech-to-text over Kafka with Reson8.",
     )
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    sub: argparse._SubParsersAction[argparse.ArgumentParser] = parser.add_subparsers(
+        dest="command", required=True, parser_class=_Parser
+    )
     for register in _registrars():
         register(sub)
     return parser

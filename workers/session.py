@@ -18,8 +18,8 @@ from dataclasses import dataclass
 
 from schemas.envelope import SessionConfig
 from schemas.wire import Encoding
-from workers.stream import ChannelStream
 from workers.errors import DecodeError
+from workers.stream import ChannelStream
 from workers.transcode import ContainerDecoder, sniff_container, split_channels
 
 SNIFF_BYTES = 12  # sniff_container needs this many bytes

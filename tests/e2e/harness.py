@@ -178,7 +178,9 @@ async def produce_sessions(
     try:
         order = _interleaved(sessions) if interleave else _sequential(sessions)
         futures = [
-            await producer.send(stack.audio_topic, c.value, key=sid.encode(), headers=list(c.headers))
+            await producer.send(
+                stack.audio_topic, c.value, key=sid.encode(), headers=list(c.headers)
+            )
             for sid, c in order
         ]
         await asyncio.gather(*futures)
@@ -189,7 +191,10 @@ async def produce_sessions(
 def _interleaved(sessions: dict[str, list[Chunk]]) -> list[tuple[str, Chunk]]:
     longest = max(len(chunks) for chunks in sessions.values())
     return [
-        (sid, chunks[i]) for i in range(longest) for sid, chunks in sessions.items() if i < len(chunks)
+        (sid, chunks[i])
+        for i in range(longest)
+        for sid, chunks in sessions.items()
+        if i < len(chunks)
     ]
 
 
@@ -216,7 +221,9 @@ class Outputs:
 
     async def __aenter__(self) -> Outputs:
         self._consumer = AIOKafkaConsumer(
-            **client_kwargs(self._stack.kafka), group_id=None, enable_auto_commit=False,
+            **client_kwargs(self._stack.kafka),
+            group_id=None,
+            enable_auto_commit=False,
             auto_offset_reset="earliest",
         )
         await self._consumer.start()
@@ -286,5 +293,14 @@ async def dlq_records(stack: Stack, count: int, timeout_s: float = 30.0) -> list
     return await consume(stack.kafka, stack.topic("stt.audio.dlq"), count, timeout_s=timeout_s)
 
 
-__all__ = ["Chunk", "Outputs", "Stack", "WorkerProcess", "free_port", "produce_sessions",
-           "session_records", "dlq_records", "signal"]
+__all__ = [
+    "Chunk",
+    "Outputs",
+    "Stack",
+    "WorkerProcess",
+    "dlq_records",
+    "free_port",
+    "produce_sessions",
+    "session_records",
+    "signal",
+]

@@ -70,7 +70,9 @@ def to_mulaw(pcm: bytes) -> bytes:
     return (~(sign | (exponent << 4) | mantissa) & 0xFF).astype(np.uint8).tobytes()
 
 
-def assert_finals(got: list[tuple[str, int, int]], want: list[tuple[str, int, int]], tol: int) -> None:
+def assert_finals(
+    got: list[tuple[str, int, int]], want: list[tuple[str, int, int]], tol: int
+) -> None:
     assert [g[0] for g in got] == [w[0] for w in want]
     for (_, gs, gd), (_, ws, wd) in zip(got, want, strict=True):
         assert abs(gs - ws) <= tol
@@ -114,13 +116,12 @@ async def test_concurrent_sessions_of_mixed_formats_give_exact_finals(
 
 async def test_turns_come_in_protocol_order(stack: Stack, worker: WorkerProcess) -> None:
     # A short pause continues the turn, a long one ends it.
-    pcm = synthesize([["alpha"], ["bravo"]], pause_ms=600) + synthesize(
-        [["charlie"]], lead_ms=1500
-    )
+    pcm = synthesize([["alpha"], ["bravo"]], pause_ms=600) + synthesize([["charlie"]], lead_ms=1500)
     headers = [("stt-encoding", b"pcm_s16le"), ("stt-endpoint", b"turns")]
     async with Outputs(stack) as out:
-        await produce_sessions(stack, {"t1": session_records(pcm, chunk_bytes=3200,
-                                                              first_headers=headers)})
+        await produce_sessions(
+            stack, {"t1": session_records(pcm, chunk_bytes=3200, first_headers=headers)}
+        )
         await out.until(out.ended(["t1"]))
     turns = [e for e in out.events(session="t1") if isinstance(e, TurnEvent)]
     order = [(e.type, e.turn_index) for e in turns]
@@ -132,7 +133,9 @@ async def test_turns_come_in_protocol_order(stack: Stack, worker: WorkerProcess)
         kinds = [k for k, i in order if i == index]
         assert kinds[0] == "turn_start"
         assert kinds[-1] == "turn_end"
-        body = "".join({"turn_end_candidate": "c", "turn_continuation": "n"}[k] for k in kinds[1:-1])
+        body = "".join(
+            {"turn_end_candidate": "c", "turn_continuation": "n"}[k] for k in kinds[1:-1]
+        )
         assert re.fullmatch(r"c(nc)*", body), kinds
 
 
@@ -148,8 +151,9 @@ async def test_split_stereo_gives_labelled_events_per_channel(
     ogg = encode(stereo.tobytes(), 16000, 2, "ogg-opus")
     headers = [("stt-channel-mode", b"split"), ("stt-channel-labels", b"agent,caller")]
     async with Outputs(stack) as out:
-        await produce_sessions(stack, {"st": session_records(ogg, chunk_bytes=1500,
-                                                              first_headers=headers)})
+        await produce_sessions(
+            stack, {"st": session_records(ogg, chunk_bytes=1500, first_headers=headers)}
+        )
         await out.until(out.ended(["st"]))
     assert [f[0] for f in out.finals("st", channel=0)] == ["alpha bravo"]
     assert [f[0] for f in out.finals("st", channel=1)] == ["golf hotel"]
@@ -164,8 +168,9 @@ async def test_split_stereo_gives_labelled_events_per_channel(
 async def test_bad_records_go_to_the_dlq_and_the_partition_moves_on(
     stack: Stack, worker: WorkerProcess
 ) -> None:
-    good = session_records(pcm16(), chunk_bytes=3200, first_headers=[("stt-encoding",
-                                                                        b"pcm_s16le")])
+    good = session_records(
+        pcm16(), chunk_bytes=3200, first_headers=[("stt-encoding", b"pcm_s16le")]
+    )
     bad = {
         "garbage": [Chunk(b"\x00\x01not audio at all" * 200), Chunk(b"", (("stt-kind", b"end"),))],
         "badhdr": [Chunk(b"\x00" * 320, (("stt-encoding", b"mp4"),))],
@@ -213,7 +218,8 @@ async def test_trace_context_flows_from_input_to_every_output(
     trace_id = "4bf92f3577b34da6a3ce929d0e0e4736"
     parent = f"00-{trace_id}-00f067aa0ba902b7-01".encode()
     chunks = session_records(
-        pcm16(), chunk_bytes=3200,
+        pcm16(),
+        chunk_bytes=3200,
         first_headers=[("stt-encoding", b"pcm_s16le"), ("traceparent", parent)],
     )
     async with Outputs(stack) as out:
@@ -228,9 +234,7 @@ async def test_trace_context_flows_from_input_to_every_output(
         assert r.headers["ce_type"].decode().endswith(r.event.type)
 
 
-async def test_upstream_refusal_fails_only_its_session(
-    stack: Stack, worker: WorkerProcess
-) -> None:
+async def test_upstream_refusal_fails_only_its_session(stack: Stack, worker: WorkerProcess) -> None:
     base = [("stt-encoding", b"pcm_s16le")]
     sessions = {
         "refused": session_records(

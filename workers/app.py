@@ -47,9 +47,90 @@ def _broker_urls(bootstrap: str) -> list[str]:
 
 def create_app(settings: Settings, *, datadir: Path | None = None) -> faust.App:
     """The worker's Faust app, with its agent, timers and web views registered."""
+    return WorkerApp(settings, datadir=datadir).app
+
+
+class WorkerApp:
+    """Wires the registry into a Faust app (agent, timers, signals, web views)."""
+
+    def __init__(self, settings: Settings, *, datadir: Path | None = None) -> None:
+        self.settings = settings
+        self.app = _faust_app(settings, datadir)
+        self.telemetry = Telemetry(
+            settings.telemetry_exporter, settings.service_name, settings.otlp_endpoint
+        )
+        self._stream: Any = None
+        self.registry = Registry(settings, _ProducerSink(self.app), self._ack, self.telemetry)
+        self.audio = self.app.topic(
+            settings.topic("stt.audio"),
+            key_type=bytes,
+            value_type=bytes,
+            key_serializer="raw",
+            value_serializer="raw",
+        )
+        self.app.agent(self.audio, name="transcribe")(self._transcribe)
+        self.app.timer(0.5)(self.registry.tick)
+        self.app.timer(5.0)(self._observe_lag)
+        self.app.task(self.registry.run_acker)
+        self.app.on_partitions_revoked.connect(self._on_revoked)  # type: ignore[arg-type]
+        self.app.on_before_shutdown.connect(self._on_shutdown)  # type: ignore[arg-type]
+        self._register_views()
+
+    async def _ack(self, event: Any) -> None:
+        await self._stream.ack(event)
+
+    async def _transcribe(self, stream: Any) -> None:
+        self._stream = manual = stream.noack()
+        async for event in manual.events():
+            message = event.message
+            await self.registry.handle(
+                Record(
+                    topic=message.topic,
+                    partition=message.partition,
+                    offset=message.offset,
+                    key=message.key,
+                    value=message.value,
+                    headers=list(message.headers or []),
+                    handle=event,
+                )
+            )
+
+    async def _observe_lag(self) -> None:
+        consumer: Any = self.app.consumer
+        for tp in consumer.assignment():
+            high = consumer.highwater(tp)
+            committed = consumer._committed_offset.get(tp)  # faust has no public getter
+            if high is not None:
+                lag = max(0, high - (committed or 0))
+                self.telemetry.set_lag(f"{tp.topic}:{tp.partition}", lag)
+
+    async def _on_revoked(self, sender: Any, revoked: set[Any], **kwargs: Any) -> None:
+        source = self.audio.get_topic_name()
+        await self.registry.revoke({tp.partition for tp in revoked if tp.topic == source})
+
+    async def _on_shutdown(self, sender: Any, **kwargs: Any) -> None:
+        await self.registry.shutdown()
+        self.telemetry.shutdown()
+
+    def _register_views(self) -> None:
+        registry, app = self.registry, self.app
+
+        @app.page("/healthz")
+        class Health(View):
+            async def get(self, request: Request) -> Response:
+                return self.json({"status": "ok", "sessions": registry.active})
+
+        @app.page("/ready")
+        class Ready(View):
+            async def get(self, request: Request) -> Response:
+                ready = _is_ready(app)
+                return self.json({"ready": ready}, status=200 if ready else 503)
+
+
+def _faust_app(settings: Settings, datadir: Path | None) -> faust.App:
     folder = datadir or Path(".cache") / "faust" / settings.app_id
     folder.mkdir(parents=True, exist_ok=True)
-    app = faust.App(
+    return faust.App(
         settings.app_id,
         broker=_broker_urls(settings.bootstrap_servers),
         broker_credentials=_credentials(),
@@ -71,70 +152,6 @@ def create_app(settings: Settings, *, datadir: Path | None = None) -> faust.App:
         autodiscover=False,
         web_in_thread=False,
     )
-    telemetry = Telemetry(
-        settings.telemetry_exporter, settings.service_name, settings.otlp_endpoint
-    )
-    holder: dict[str, Any] = {}
-
-    async def ack(event: Any) -> None:
-        await holder["stream"].ack(event)
-
-    registry = Registry(settings, _ProducerSink(app), ack, telemetry)
-    audio = app.topic(
-        settings.topic("stt.audio"),
-        key_type=bytes,
-        value_type=bytes,
-        key_serializer="raw",
-        value_serializer="raw",
-    )
-
-    async def transcribe(stream: Any) -> None:
-        manual = stream.noack()
-        holder["stream"] = manual
-        async for event in manual.events():
-            message = event.message
-            await registry.handle(
-                Record(
-                    topic=message.topic,
-                    partition=message.partition,
-                    offset=message.offset,
-                    key=message.key,
-                    value=message.value,
-                    headers=list(message.headers or []),
-                    handle=event,
-                )
-            )
-
-    app.agent(audio, name="transcribe")(transcribe)
-    app.timer(0.5)(registry.tick)
-    app.task(registry.run_acker)
-
-    async def on_revoked(sender: Any, revoked: set[Any], **kwargs: Any) -> None:
-        source = audio.get_topic_name()
-        await registry.revoke({tp.partition for tp in revoked if tp.topic == source})
-
-    app.on_partitions_revoked.connect(on_revoked)  # type: ignore[arg-type]
-
-    async def on_shutdown(sender: Any, **kwargs: Any) -> None:
-        await registry.shutdown()
-        telemetry.shutdown()
-
-    app.on_before_shutdown.connect(on_shutdown)  # type: ignore[arg-type]
-
-    @app.page("/healthz")
-    class Health(View):
-        async def get(self, request: Request) -> Response:
-            return self.json({"status": "ok", "sessions": registry.active})
-
-    @app.page("/ready")
-    class Ready(View):
-        async def get(self, request: Request) -> Response:
-            ready = _is_ready(app)
-            return self.json({"ready": ready}, status=200 if ready else 503)
-
-    app.registry = registry  # type: ignore[attr-defined]
-    app.telemetry = telemetry  # type: ignore[attr-defined]
-    return app
 
 
 def _is_ready(app: faust.App) -> bool:

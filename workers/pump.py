@@ -14,10 +14,11 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import deque
 from collections.abc import Callable
 from typing import Protocol
 
-from schemas.events import SessionEvent, event_id
+from schemas.events import SessionEvent, TranscriptEvent, event_id
 from schemas.wire import FlushRequest
 from workers.errors import InputError, UpstreamError
 from workers.session import Session
@@ -50,12 +51,15 @@ class SessionRunner:
         policy: RetryPolicy,
         emitter: Emitter,
         on_progress: Callable[[], None] = lambda: None,
+        on_latency: Callable[[float], None] = lambda ms: None,
     ) -> None:
         self.session = session
         self._connect = connect
         self._policy = policy
         self._emitter = emitter
         self._on_progress = on_progress
+        self._on_latency = on_latency
+        self._sent_at: dict[int, deque[tuple[int, float]]] = {}
         self._tasks: dict[int, asyncio.Task[None]] = {}
         self._wake: dict[int, asyncio.Event] = {}
         self._progress = asyncio.Condition()
@@ -165,9 +169,11 @@ class SessionRunner:
 
     async def _serve(self, index: int, stream: ChannelStream, conn: UpstreamConnection) -> None:
         sender = asyncio.create_task(self._send_loop(index, stream, conn))
+        self._sent_at[index] = deque()
         try:
             async for message in conn.messages():
                 for event in stream.on_message(message):
+                    self._measure(index, stream, event)
                     await self._emit(event)
                 await self._notify()
         finally:
@@ -179,6 +185,7 @@ class SessionRunner:
 
     async def _send_loop(self, index: int, stream: ChannelStream, conn: UpstreamConnection) -> None:
         wake = self._wake[index]
+        sent_at = self._sent_at[index]
         while True:
             wake.clear()
             for item in stream.outgoing():
@@ -186,7 +193,19 @@ class SessionRunner:
                     await conn.send_flush(item)
                 else:
                     await conn.send_audio(item)
+                    sent_at.append((stream.sent_frames, time.monotonic()))
             await wake.wait()
+
+    def _measure(self, index: int, stream: ChannelStream, event: Event) -> None:
+        """Upstream latency: when the last audio of a final was sent -> its arrival."""
+        if not isinstance(event, TranscriptEvent) or not event.is_final:
+            return
+        end = stream.to_frame((event.start_ms or 0) + (event.duration_ms or 0))
+        sent_at = self._sent_at[index]
+        while sent_at and sent_at[0][0] < end:
+            sent_at.popleft()
+        if sent_at:
+            self._on_latency((time.monotonic() - sent_at[0][1]) * 1000)
 
     async def _notify(self) -> None:
         async with self._progress:

@@ -193,6 +193,7 @@ class Registry:
             policy=self._policy,
             emitter=self,
             on_progress=self._ack_wakeup.set,
+            on_latency=self._telemetry.upstream_latency.record,
         )
         carrier = {"traceparent": headers.traceparent or "", "tracestate": headers.tracestate or ""}
         span = self._telemetry.session_span(session_id, {k: v for k, v in carrier.items() if v})

@@ -119,6 +119,11 @@ class ChannelStream:
         return self._conn_base is not None
 
     @property
+    def sent_frames(self) -> int:
+        """Session frame up to which the current connection has been sent audio."""
+        return self._sent
+
+    @property
     def uncovered_frames(self) -> int:
         return self.frames_in - self.covered
 

@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: install lint test test-unit test-integration test-e2e bench demo schemas schemas-check clean
+.PHONY: install lint test test-unit test-integration test-e2e bench demo docs schemas schemas-check clean
 
 $(BIN)/reson8-kafka: pyproject.toml
 	bash scripts/system-deps.sh
@@ -38,6 +38,9 @@ bench: install
 
 demo: install
 	$(BIN)/reson8-kafka demo
+
+docs: install
+	$(BIN)/python -m workers.settings > docs/configuration.md
 
 schemas: install
 	$(BIN)/python -m schemas.export docs/schemas

@@ -49,16 +49,18 @@ class Settings(BaseModel):
     max_uncovered_s: float = Field(30.0, gt=0, description="force a flush beyond this")
     end_timeout_s: float = Field(10.0, gt=0, description="wait for finals after end")
     drain_timeout_s: float = Field(20.0, gt=0, description="SIGTERM drain bound")
-    connect_timeout_s: float = Field(10.0, gt=0)
-    ping_interval_s: float = Field(20.0, gt=0)
-    ping_timeout_s: float = Field(20.0, gt=0)
-    retry_initial_s: float = Field(0.2, gt=0)
-    retry_max_s: float = Field(10.0, gt=0)
-    retry_attempts: int = Field(8, ge=1)
-    telemetry_exporter: Literal["none", "console", "otlp"] = "none"
-    otlp_endpoint: str | None = None
-    service_name: str = "reson8-kafka-worker"
-    log_level: str = "info"
+    connect_timeout_s: float = Field(10.0, gt=0, description="upstream handshake timeout")
+    ping_interval_s: float = Field(20.0, gt=0, description="client ping interval (s)")
+    ping_timeout_s: float = Field(20.0, gt=0, description="drop the link without pong")
+    retry_initial_s: float = Field(0.2, gt=0, description="first reconnect delay")
+    retry_max_s: float = Field(10.0, gt=0, description="largest reconnect delay")
+    retry_attempts: int = Field(8, ge=1, description="attempts before failing")
+    telemetry_exporter: Literal["none", "console", "otlp"] = Field(
+        "none", description="OpenTelemetry exporter"
+    )
+    otlp_endpoint: str | None = Field(None, description="OTLP/HTTP base URL")
+    service_name: str = Field("reson8-kafka-worker", description="OTel service.name")
+    log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="log level")
 
     @field_validator("api_url")
     @classmethod
@@ -71,7 +73,7 @@ class Settings(BaseModel):
         env = os.environ if environ is None else environ
         values: dict[str, Any] = {}
         for name in cls.model_fields:
-            key = ENV_ALIASES.get(name, ENV_PREFIX + name.upper())
+            key = env_name(name)
             if key in env and env[key] != "":
                 values[name] = env[key]
         values.update({k: v for k, v in overrides.items() if v is not None})
@@ -95,3 +97,41 @@ def normalize_api_url(value: str) -> str:
     if scheme is None or not parts.netloc:
         raise ValueError("must be a ws://, wss://, http:// or https:// URL")
     return urlunsplit((scheme, parts.netloc, parts.path.rstrip("/"), "", ""))
+
+
+def env_name(field: str) -> str:
+    """The environment variable of a settings field."""
+    return ENV_ALIASES.get(field, ENV_PREFIX + field.upper())
+
+
+CONFIG_DOC_HEADER = """# Configuration reference
+
+Every worker setting is an environment variable; `reson8-kafka worker --help`
+lists the CLI flags that override some of them. This page is generated from
+`workers/settings.py` (`make docs`); a unit test fails when it is stale.
+
+Kafka security, shared by the worker and `topics apply`:
+`KAFKA_SECURITY_PROTOCOL` (PLAINTEXT, SSL, SASL_PLAINTEXT, SASL_SSL),
+`KAFKA_SASL_MECHANISM` (PLAIN, SCRAM-SHA-256, SCRAM-SHA-512),
+`KAFKA_SASL_USERNAME`, `KAFKA_SASL_PASSWORD`, `KAFKA_SSL_CAFILE`,
+`KAFKA_SSL_CERTFILE`, `KAFKA_SSL_KEYFILE`.
+
+"""
+
+
+def configuration_markdown() -> str:
+    """The configuration reference (docs/configuration.md), from the model itself."""
+    rows = [CONFIG_DOC_HEADER + "| variable | default | meaning |", "|---|---|---|"]
+    for name, info in Settings.model_fields.items():
+        default = info.default
+        if isinstance(default, SecretStr):
+            default = "(secret, unset)"
+        shown = "" if default is None else f"`{default}`"
+        rows.append(f"| `{env_name(name)}` | {shown} | {info.description or ''} |")
+    return "\n".join(rows) + "\n"
+
+
+if __name__ == "__main__":  # make docs
+    import sys
+
+    sys.stdout.write(configuration_markdown())

@@ -1,0 +1,458 @@
+"""The emulator's asyncio server: a thin pump around ``emulator.protocol``.
+
+One host:port serves ``/v1/speech-to-text/realtime``, ``/v1/speech-to-text/turns``
+(WebSocket) and ``POST /v1/auth/token`` (see ``emulator.http_layer``), so a
+third-party Reson8 client works by changing only its base URL::
+
+    async with EmulatorServer(EmulatorConfig(recognizer="tones")) as server:
+        url = server.url  # ws://127.0.0.1:PORT
+
+Handshake checks, in order: path (404), fault parameters (400), injected
+refusals (``refuse``/``refuse_first``), credentials (401), stream parameters
+(400, ``StreamParams.from_query``), the concurrent-session limit (429). Every
+refusal carries ``X-Error-Message`` and a JSON ``{"code", "detail"}`` body.
+Keepalive is websockets' own (``ping_interval``/``ping_timeout``): a client
+that stops answering pings is closed (1011).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request, Response
+from websockets.typing import Subprotocol
+
+from emulator.audio import AudioInput
+from emulator.auth import Authenticator, AuthError
+from emulator.faults import FaultError, Faults
+from emulator.http_layer import HttpRequest, SniffingConnection, error_response, json_response
+from emulator.protocol import Action, Close, Connection, Drop, Hang, Send, create_session
+from schemas.wire import ENDPOINTS, PATH_PREFIX, TOKEN_PATH, InvalidParameter, StreamParams
+from workers.errors import ConfigError
+
+__all__ = ["EmulatorConfig", "EmulatorServer", "SessionStats"]
+
+log = logging.getLogger("emulator")
+
+
+@dataclass(frozen=True)
+class EmulatorConfig:
+    """Everything the emulator can be configured with.
+
+    ``port=0`` picks a free port (read it back from :attr:`EmulatorServer.url`).
+    ``api_keys`` empty accepts any non-empty key; ``custom_models`` lists the
+    ``custom_model_id`` values accepted (any other is refused with 400). ``max_sessions`` None means
+    no limit. ``ping_interval``/``ping_timeout``/``close_timeout`` are seconds
+    (None disables). ``clock`` drives token expiry (inject one in tests).
+    """
+
+    host: str = "127.0.0.1"
+    port: int = 0
+    recognizer: str = "tones"
+    recognizer_options: Mapping[str, Any] = field(default_factory=dict)
+    api_keys: tuple[str, ...] = ()
+    token_ttl_s: float = 600.0
+    max_sessions: int | None = None
+    ping_interval: float | None = 20.0
+    ping_timeout: float | None = 20.0
+    close_timeout: float | None = 5.0
+    utterance_end_ms: int = 300
+    custom_models: tuple[str, ...] = ()
+    faults: Faults = field(default_factory=Faults)
+    clock: Callable[[], float] = time.monotonic
+
+
+@dataclass
+class SessionStats:
+    """Counters of one accepted WebSocket session (read them in tests)."""
+
+    index: int
+    endpoint: str
+    params: StreamParams
+    faults: Faults
+    audio_ms: int = 0
+    frames_received: int = 0
+    messages_sent: int = 0
+    fault: str | None = None  # "drop" | "hang" | "invalid_data" once applied
+    close_sent: int | None = None  # close code the server sent, if any
+    ended: bool = False
+
+
+@dataclass
+class _Accepted:
+    """What process_request decided for a connection that gets upgraded."""
+
+    params: StreamParams
+    faults: Faults
+    subprotocol: str | None
+    connection: Connection
+    handled: bool = False
+
+
+class _Conn(SniffingConnection):
+    emulator: EmulatorServer
+    accepted: _Accepted | None = None
+    holds_slot = False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        super().connection_lost(exc)
+        if self.accepted is not None and not self.accepted.handled:
+            self.accepted.connection.close()  # the handshake failed after admission
+        if self.holds_slot:
+            self.holds_slot = False
+            self.emulator._release_slot()
+
+
+class EmulatorServer:
+    """A running emulator. Use ``async with EmulatorServer(config) as server``.
+
+    Counters (``accepted``, ``refused``, ``active_sessions``, ``sessions``,
+    ``tokens_issued``) change as clients come and go; wait on them with
+    :meth:`wait_until` rather than sleeping.
+    """
+
+    def __init__(self, config: EmulatorConfig | None = None) -> None:
+        self.config = config or EmulatorConfig()
+        self.auth = Authenticator(
+            self.config.api_keys, token_ttl_s=self.config.token_ttl_s, clock=self.config.clock
+        )
+        self.accepted = 0
+        self.refused: list[int] = []
+        self.active_sessions = 0
+        self.sessions: list[SessionStats] = []
+        self.tokens_issued = 0
+        self._attempts: dict[str, int] = {}
+        self._server: Server | None = None
+        self._changed = asyncio.Event()
+        self._hung: set[ServerConnection] = set()
+
+    # -- lifecycle -----------------------------------------------------------
+
+    async def start(self) -> None:
+        """Bind and start serving; then read :attr:`url`.
+
+        Raises :class:`~workers.errors.ConfigError` for an unknown recognizer.
+        """
+        from emulator.recognizers.base import RECOGNIZERS
+
+        cfg = self.config
+        if cfg.recognizer not in RECOGNIZERS:
+            raise ConfigError(f"unknown recognizer {cfg.recognizer!r}; use one of {RECOGNIZERS}")
+        conn_class = type("_BoundConn", (_Conn,), {"emulator": self, "http_handler": self._http})
+        self._server = await serve(
+            self._handle,
+            cfg.host,
+            cfg.port,
+            process_request=self._process_request,
+            select_subprotocol=self._select_subprotocol,
+            ping_interval=cfg.ping_interval,
+            ping_timeout=cfg.ping_timeout,
+            close_timeout=cfg.close_timeout,
+            max_size=None,
+            create_connection=conn_class,
+        )
+
+    async def stop(self) -> None:
+        """Close every connection (1001) and stop listening."""
+        for connection in list(self._hung):
+            connection.transport.abort()  # a hung peer would never finish closing
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+            self._server = None
+
+    async def __aenter__(self) -> EmulatorServer:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    # -- addresses -----------------------------------------------------------
+
+    @property
+    def port(self) -> int:
+        """The bound TCP port."""
+        if self._server is None:
+            raise RuntimeError("the emulator is not running")
+        return int(self._server.sockets[0].getsockname()[1])
+
+    @property
+    def url(self) -> str:
+        """Base WebSocket URL, e.g. ``ws://127.0.0.1:8765`` (append the endpoint path)."""
+        return f"ws://{self._host}:{self.port}"
+
+    @property
+    def http_url(self) -> str:
+        """Base HTTP URL for ``POST /v1/auth/token``."""
+        return f"http://{self._host}:{self.port}"
+
+    @property
+    def _host(self) -> str:
+        host = self.config.host or "127.0.0.1"
+        return f"[{host}]" if ":" in host else host
+
+    # -- waiting -------------------------------------------------------------
+
+    async def wait_until(self, predicate: Callable[[], bool], limit_s: float = 10.0) -> None:
+        """Wait until ``predicate()`` holds (re-checked on every counter change);
+        raises ``TimeoutError`` after ``limit_s`` seconds."""
+        async with asyncio.timeout(limit_s):
+            while not predicate():
+                await self._changed.wait()
+
+    def _notify(self) -> None:
+        changed, self._changed = self._changed, asyncio.Event()
+        changed.set()
+
+    # -- HTTP ----------------------------------------------------------------
+
+    def _http(self, request: HttpRequest) -> Response:
+        path = urlsplit(request.target).path
+        if path != TOKEN_PATH:
+            return error_response(404, f"no such resource: {path}")
+        if request.method != "POST":
+            return error_response(405, f"use POST for {TOKEN_PATH}")
+        try:
+            token = self.auth.issue_token(request.headers.get("authorization"))
+        except AuthError as exc:
+            return error_response(401, str(exc))
+        self.tokens_issued += 1
+        self._notify()
+        return json_response(200, token.model_dump_json())
+
+    # -- handshake -----------------------------------------------------------
+
+    async def _process_request(
+        self, connection: ServerConnection, request: Request
+    ) -> Response | None:
+        assert isinstance(connection, _Conn)
+        try:
+            connection.accepted = await self._admit(connection, request)
+        except _Refusal as refusal:
+            self.refused.append(refusal.status)
+            self._notify()
+            log.info("refused %s: %d %s", urlsplit(request.path).path, refusal.status, refusal)
+            return error_response(refusal.status, refusal.detail)
+        self.accepted += 1
+        self._notify()
+        return None
+
+    async def _admit(self, connection: _Conn, request: Request) -> _Accepted:
+        """Decide a handshake; raises :class:`_Refusal` (never with a secret)."""
+        split = urlsplit(request.path)
+        endpoint = split.path.removeprefix(PATH_PREFIX)
+        if not split.path.startswith(PATH_PREFIX) or endpoint not in ENDPOINTS:
+            raise _Refusal(404, f"no such resource: {split.path}")
+        query = dict(parse_qsl(split.query, keep_blank_values=True))
+        try:
+            faults = self.config.faults.from_query(query)
+        except FaultError as exc:
+            raise _Refusal(400, f"invalid parameter {exc.param}: {exc.detail}") from None
+        self._injected_refusal(faults, request.path)
+        subprotocols = request.headers.get_all("Sec-WebSocket-Protocol")
+        offered = [p.strip() for value in subprotocols for p in value.split(",") if p.strip()]
+        headers = {name.lower(): value for name, value in request.headers.raw_items()}
+        try:
+            credentials = self.auth.check(headers, offered, query)
+            params = StreamParams.from_query(endpoint, query)
+        except AuthError as exc:
+            raise _Refusal(401, str(exc)) from None
+        except InvalidParameter as exc:
+            raise _Refusal(400, f"invalid parameter {exc.param}: {exc.detail}") from None
+        model = params.custom_model_id
+        if model is not None and model not in self.config.custom_models:
+            # protocol page, query table: an unknown custom_model_id is refused with 400
+            raise _Refusal(400, f"invalid parameter custom_model_id: unknown model {model!r}")
+        try:  # building a recognizer may load a model: off the event loop
+            session = await asyncio.to_thread(self._connection, params, faults)
+        except ValueError as exc:  # e.g. a language the recognizer cannot do
+            raise _Refusal(400, f"invalid parameter language: {exc}") from None
+        try:
+            self._take_slot(connection)
+        except _Refusal:
+            session.close()
+            raise
+        return _Accepted(params, faults, credentials.subprotocol, session)
+
+    def _injected_refusal(self, faults: Faults, target: str) -> None:
+        """Apply ``refuse``/``refuse_first`` (see ``emulator.faults``)."""
+        if faults.refuse_first is not None:
+            from_query = faults.refuse_first != self.config.faults.refuse_first
+            key = target if from_query else ""
+            seen = self._attempts.get(key, 0)
+            self._attempts[key] = seen + 1
+            if seen < faults.refuse_first:
+                raise _Refusal(faults.refuse_status, "refused by fault injection")
+            return
+        if faults.refuse is not None:
+            raise _Refusal(faults.refuse, "refused by fault injection")
+
+    def _take_slot(self, connection: _Conn) -> None:
+        limit = self.config.max_sessions
+        if limit is not None and self.active_sessions >= limit:
+            raise _Refusal(429, f"too many concurrent sessions (limit {limit})")
+        self.active_sessions += 1
+        connection.holds_slot = True
+
+    def _release_slot(self) -> None:
+        self.active_sessions -= 1
+        self._notify()
+
+    def _select_subprotocol(
+        self, connection: ServerConnection, subprotocols: Sequence[Subprotocol]
+    ) -> Subprotocol | None:
+        # Answer `bearer` when the token came that way; never echo the token.
+        accepted = getattr(connection, "accepted", None)
+        if accepted is None or accepted.subprotocol is None:
+            return None
+        return Subprotocol(accepted.subprotocol)
+
+    # -- the pump ------------------------------------------------------------
+
+    async def _handle(self, ws: ServerConnection) -> None:
+        assert isinstance(ws, _Conn)
+        assert ws.accepted is not None
+        accepted = ws.accepted
+        stats = SessionStats(
+            len(self.sessions), accepted.params.endpoint, accepted.params, accepted.faults
+        )
+        self.sessions.append(stats)
+        self._notify()
+        outbox = _Outbox(ws, accepted.faults.delay_ms / 1000, stats)
+        accepted.handled = True
+        connection = accepted.connection
+        try:
+            await self._pump(ws, connection, outbox, stats)
+        finally:
+            await outbox.aclose()
+            connection.close()
+            close_sent = ws.protocol.close_sent
+            stats.close_sent = close_sent.code if close_sent is not None else stats.close_sent
+            stats.ended = True
+            self._hung.discard(ws)
+            self._notify()
+
+    def _connection(self, params: StreamParams, faults: Faults) -> Connection:
+        """Recognizer, session and decoder of one connection; raises ``ValueError``."""
+        from emulator.recognizers import create_recognizer
+
+        cfg = self.config
+        options = {"utterance_end_ms": cfg.utterance_end_ms, **cfg.recognizer_options}
+        language = params.language or None
+        recognizer = create_recognizer(cfg.recognizer, language=language, **options)
+        session = create_session(params, recognizer, utterance_end_ms=cfg.utterance_end_ms)
+        return Connection(
+            session,
+            AudioInput(params),
+            drop_after_ms=faults.drop_after_ms,
+            drop_close_code=faults.drop_close_code,
+            hang_after_ms=faults.hang_after_ms,
+        )
+
+    async def _pump(
+        self, ws: ServerConnection, connection: Connection, outbox: _Outbox, stats: SessionStats
+    ) -> None:
+        try:
+            async for message in ws:
+                stats.frames_received += 1
+                if isinstance(message, str):
+                    actions = await asyncio.to_thread(connection.receive_text, message)
+                else:
+                    actions = await asyncio.to_thread(connection.receive_bytes, message)
+                stats.audio_ms = connection.audio_ms
+                self._notify()
+                if await self._apply(ws, actions, outbox, stats):
+                    return
+        except ConnectionClosed:
+            return
+
+    async def _apply(
+        self, ws: ServerConnection, actions: list[Action], outbox: _Outbox, stats: SessionStats
+    ) -> bool:
+        """Carry out ``actions``; True when the connection is finished."""
+        for action in actions:
+            if isinstance(action, Send):
+                outbox.put(action.frame)
+                continue
+            await outbox.drain()  # what was produced before the end is delivered
+            if isinstance(action, Close):
+                stats.fault = "invalid_data"
+                await ws.close(action.code, action.reason)
+            elif isinstance(action, Drop):
+                stats.fault = "drop"
+                await _drop(ws, action.code)
+            elif isinstance(action, Hang):
+                stats.fault = "hang"
+                await self._hang(ws)
+            return True
+        return False
+
+    async def _hang(self, ws: ServerConnection) -> None:
+        # Stop reading: pings get no pong, audio is not consumed, nothing is sent.
+        # websockets' own keepalive eventually closes the connection.
+        self._hung.add(ws)
+        self._notify()
+        ws.transport.pause_reading()
+        await ws.wait_closed()
+
+
+async def _drop(ws: ServerConnection, code: int | None) -> None:
+    if code is None:
+        ws.transport.abort()  # no close frame: what a network failure looks like
+        return
+    await ws.close(code, "dropped by fault injection")
+
+
+class _Refusal(Exception):
+    def __init__(self, status: int, detail: str) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.detail = detail
+
+
+class _Outbox:
+    """Sends frames in order, each ``delay_s`` after it was queued (fault ``delay_ms``)."""
+
+    def __init__(self, ws: ServerConnection, delay_s: float, stats: SessionStats) -> None:
+        self._ws = ws
+        self._delay = delay_s
+        self._stats = stats
+        self._loop = asyncio.get_running_loop()
+        self._queue: asyncio.Queue[tuple[float, str]] = asyncio.Queue()
+        self._task = self._loop.create_task(self._run())
+
+    def put(self, frame: str) -> None:
+        self._queue.put_nowait((self._loop.time() + self._delay, frame))
+
+    async def drain(self) -> None:
+        """Wait until everything queued so far was sent (or the socket is gone)."""
+        await self._queue.join()
+
+    async def aclose(self) -> None:
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+
+    async def _run(self) -> None:
+        while True:
+            due, frame = await self._queue.get()
+            try:
+                wait = due - self._loop.time()
+                if wait > 0:
+                    await asyncio.sleep(wait)  # the injected delay itself
+                await self._ws.send(frame)
+                self._stats.messages_sent += 1
+            except ConnectionClosed:
+                pass
+            finally:
+                self._queue.task_done()

@@ -1,0 +1,1 @@
+"""Kafka topology: topic specs, ``topics apply``, and the local single-node broker."""

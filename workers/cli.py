@@ -29,8 +29,9 @@ def _registrars() -> list[Registrar]:
     from emulator.cli import register as emulator
     from topology.cli import register as topology
     from workers.commands import register as workers
+    from workers.tools import register as tools
 
-    return [topology, emulator, workers]
+    return [topology, emulator, workers, tools]
 
 
 def build_parser() -> argparse.ArgumentParser:

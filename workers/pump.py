@@ -66,6 +66,7 @@ class SessionRunner:
         self._closing = False
         self.failed: UpstreamError | None = None
         self.finished = False
+        self.covered_upto = -1  # highest input offset whose audio is covered (owner updates)
         self.last_input = time.monotonic()
         self.context: object = None  # tracing context, set by the owner
 

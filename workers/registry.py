@@ -28,7 +28,13 @@ from typing import Any, Protocol
 
 from opentelemetry.trace import Span
 
-from schemas.envelope import BadHeader, RecordHeaders, decode_headers, parse_headers
+from schemas.envelope import (
+    BadHeader,
+    RecordHeaders,
+    SessionConfig,
+    decode_headers,
+    parse_headers,
+)
 from schemas.events import (
     SessionEvent,
     TranscriptEvent,
@@ -81,8 +87,10 @@ class _Live:
     runner: SessionRunner
     span: Span
     partition: int
-    covered_upto: int = -1
     ending: asyncio.Task[None] | None = field(default=None)
+    # runners replaced by a configuration change, finishing their audio
+    retiring: list[SessionRunner] = field(default_factory=list)
+    earlier: list[SessionRunner] = field(default_factory=list)  # for session_ended totals
 
 
 class Registry:
@@ -124,6 +132,7 @@ class Registry:
             "session": settings.topic("stt.sessions"),
         }
         self._dlq = settings.topic("stt.audio.dlq")
+        self._upstream_rate = settings.upstream_rate
         self._ack_wakeup = asyncio.Event()
 
     @property
@@ -177,24 +186,13 @@ class Registry:
             raise InputError("session_failed", "the upstream refused this session")
         live = self._sessions.get(session_id)
         if live is not None and not live.runner.finished:
-            if headers.has_config:
+            if headers.has_config and live.ending is None and live.runner.failed is None:
                 config = live.runner.session.config.with_overrides(headers.config_headers)
                 if config != live.runner.session.config:
-                    raise InputError(
-                        "config_changed",
-                        "configuration headers changed mid-session; send `end` first",
-                    )
+                    self._restart(live, config)
             return live
         config = headers.session_config()
-        session = Session(session_id, config, upstream_rate=self._settings.upstream_rate)
-        runner = SessionRunner(
-            session,
-            connect=self._connect,
-            policy=self._policy,
-            emitter=self,
-            on_progress=self._ack_wakeup.set,
-            on_latency=self._telemetry.upstream_latency.record,
-        )
+        runner = self._runner(Session(session_id, config, upstream_rate=self._upstream_rate))
         carrier = {"traceparent": headers.traceparent or "", "tracestate": headers.tracestate or ""}
         span = self._telemetry.session_span(session_id, {k: v for k, v in carrier.items() if v})
         live = _Live(runner=runner, span=span, partition=record.partition)
@@ -202,6 +200,35 @@ class Registry:
         self._telemetry.active_sessions.add(1)
         asyncio.get_running_loop().create_task(self._started(live, config.endpoint))
         return live
+
+    def _runner(self, session: Session) -> SessionRunner:
+        return SessionRunner(
+            session,
+            connect=self._connect,
+            policy=self._policy,
+            emitter=self,
+            on_progress=self._ack_wakeup.set,
+            on_latency=self._telemetry.upstream_latency.record,
+        )
+
+    def _restart(self, live: _Live, config: SessionConfig) -> None:
+        """Configuration headers changed: finish the current upstream connection(s)
+        and start new ones at this point (ARCHITECTURE.md, "Input"). Session time
+        goes on from the audio received so far."""
+        old = live.runner
+        start_ms = round(old.session.audio_seconds * 1000)
+        session = Session(
+            old.session.session_id, config, upstream_rate=self._upstream_rate, start_ms=start_ms
+        )
+        live.runner = self._runner(session)
+        live.retiring.append(old)
+        asyncio.get_running_loop().create_task(self._retire(live, old))
+
+    async def _retire(self, live: _Live, old: SessionRunner) -> None:
+        await old.end(self._settings.end_timeout_s)
+        live.retiring.remove(old)
+        live.earlier.append(old)
+        self._ack_wakeup.set()
 
     async def _started(self, live: _Live, endpoint: str) -> None:
         sid = live.runner.session.session_id
@@ -222,7 +249,9 @@ class Registry:
 
     async def _finish(self, session_id: str, live: _Live, settled: bool) -> None:
         runner = live.runner
-        streams = runner.session.streams
+        for old in list(live.retiring):
+            await old.stop()
+        streams = [s for r in (*live.earlier, *live.retiring, runner) for s in r.session.streams]
         if runner.failed is None:
             await self.emit(
                 SessionEvent(
@@ -301,21 +330,20 @@ class Registry:
     async def ack_ready(self) -> None:
         """Ack, per partition and in order, every record whose audio is covered."""
         for live in self._sessions.values():
-            covered = live.runner.session.covered_offset()
-            if covered is not None:
-                live.covered_upto = max(live.covered_upto, covered)
+            for runner in (live.runner, *live.retiring):
+                covered = runner.session.covered_offset()
+                if covered is not None:
+                    runner.covered_upto = max(runner.covered_upto, covered)
         for queue in self._queues.values():
             while queue and self._done(queue[0]):
                 await self._ack(queue.popleft().record.handle)
 
-    def _done(self, entry: _Entry) -> bool:
+    @staticmethod
+    def _done(entry: _Entry) -> bool:
         runner = entry.runner
         if entry.offset_done or runner is None or runner.finished or runner.failed:
             return True
-        live = self._sessions.get(runner.session.session_id)
-        return (
-            live is None or live.runner is not runner or entry.record.offset <= (live.covered_upto)
-        )
+        return entry.record.offset <= runner.covered_upto
 
     async def run_acker(self) -> None:
         """Background task: ack whenever some session made progress."""

@@ -42,8 +42,11 @@ class Session:
     cannot be decoded: the caller dead-letters that record and goes on.
     """
 
-    def __init__(self, session_id: str, config: SessionConfig, *, upstream_rate: int) -> None:
+    def __init__(
+        self, session_id: str, config: SessionConfig, *, upstream_rate: int, start_ms: int = 0
+    ) -> None:
         self.session_id = session_id
+        self._start_ms = start_ms  # session time at which this configuration began
         self.config = config
         self._split = config.channel_mode == "split"
         self._decoder: ContainerDecoder | None = None
@@ -66,13 +69,16 @@ class Session:
 
     def _open_streams(self, source_channels: int) -> None:
         encoding: Encoding = "pcm_s16le" if self.config.encoding == "auto" else self.config.encoding
+        start = self._start_ms * self._rate // 1000
         if not self._split:
             params = self.config.upstream_params(encoding, self._rate, source_channels)
-            self.streams = [ChannelStream(self.session_id, params)]
+            self.streams = [ChannelStream(self.session_id, params, start_frame=start)]
             return
         params = self.config.upstream_params(encoding, self._rate, 1)
         self.streams = [
-            ChannelStream(self.session_id, params, channel=i, label=self.config.label(i))
+            ChannelStream(
+                self.session_id, params, channel=i, label=self.config.label(i), start_frame=start
+            )
             for i in range(source_channels)
         ]
 
@@ -172,8 +178,8 @@ class Session:
 
     @property
     def audio_seconds(self) -> float:
-        """Audio received so far, in seconds of session time."""
-        return max((s.frames_in / s.rate for s in self.streams), default=0.0)
+        """Session time reached so far, in seconds (from the session's start)."""
+        return max((s.frames_in / s.rate for s in self.streams), default=self._start_ms / 1000)
 
     def close(self) -> None:
         """Release the decoder thread; call once the session is over."""

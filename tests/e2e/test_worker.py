@@ -251,3 +251,32 @@ async def test_upstream_refusal_fails_only_its_session(stack: Stack, worker: Wor
     assert "400" in (failed.detail or "")
     assert "test-key-not-secret" not in (failed.detail or "")
     assert [f[0] for f in out.finals("fine")] == [" ".join(u) for u in UTTERANCES]
+
+
+async def test_changed_configuration_starts_a_new_connection_with_continuous_time(
+    stack: Stack, worker: WorkerProcess
+) -> None:
+    first_utts, second_utts = [["alpha", "bravo"]], [["charlie"], ["delta", "echo"]]
+    first = pcm16(16000, first_utts)
+    second = to_mulaw(pcm16(8000, second_utts))
+    offset_ms = len(first) // 32
+    chunks = session_records(
+        first, chunk_bytes=3200, first_headers=[("stt-encoding", b"pcm_s16le")], end=False
+    ) + session_records(
+        second,
+        chunk_bytes=800,
+        first_headers=[("stt-encoding", b"mulaw"), ("stt-sample-rate", b"8000")],
+    )
+    async with Outputs(stack) as out:
+        await produce_sessions(stack, {"cc": chunks})
+        await out.until(out.ended(["cc"]))
+    want = expected_finals(first_utts) + [
+        (text, start + offset_ms, duration)
+        for text, start, duration in expected_finals(second_utts)
+    ]
+    assert_finals(out.finals("cc"), want, 0)
+    assert len(out.events("upstream_connected", "cc")) == 2
+    assert out.events("session_failed", "cc") == []
+    [ended] = out.events("session_ended", "cc")
+    assert isinstance(ended, SessionEvent)
+    assert ended.finals == 3

@@ -134,44 +134,57 @@ async def observe(admin: Any, names: Iterable[str]) -> dict[str, ObservedTopic]:
     return observed
 
 
-async def wait_for_topics(admin: Any, names: Iterable[str], timeout_s: float) -> None:
-    """Poll metadata until every topic in ``names`` has a leader for each partition.
+async def wait_for_topics(admin: Any, partitions: Mapping[str, int], timeout_s: float) -> None:
+    """Poll metadata until each topic has its partition count, each with a leader.
 
-    A topic is created on the controller first; producers and the next
-    ``observe`` need the broker's metadata cache to have caught up.
+    A topic (or a partition) is created on the controller first; producers
+    and the next ``observe`` need the broker's metadata cache to catch up.
+    ``partitions`` maps topic name -> expected partition count.
     """
-    wanted = list(names)
+    if not partitions:
+        return  # an empty Metadata request would mean "all topics"
     deadline = time.monotonic() + timeout_s
     while True:
-        metadata = await admin.describe_topics(wanted)
-        if all(_has_leaders(topic) for topic in metadata):
+        metadata = await admin.describe_topics(list(partitions))
+        if all(_is_ready(topic, partitions[topic["topic"]]) for topic in metadata):
             return
         if time.monotonic() >= deadline:
-            raise KafkaUnavailable(f"topics {wanted} have no leaders after {timeout_s:.0f}s")
+            raise KafkaUnavailable(f"topics {sorted(partitions)} not ready after {timeout_s:.0f}s")
         await asyncio.sleep(0.05)  # poll interval, bounded by the deadline
 
 
-def _has_leaders(topic: Mapping[str, Any]) -> bool:
-    partitions = topic["partitions"]
+def _is_ready(topic: Mapping[str, Any], expected_partitions: int) -> bool:
+    parts = topic["partitions"]
     return (
-        topic["error_code"] == 0 and bool(partitions) and all(p["leader"] >= 0 for p in partitions)
+        topic["error_code"] == 0
+        and len(parts) == expected_partitions
+        and all(p["leader"] >= 0 for p in parts)
     )
 
 
 async def create_topics(admin: Any, specs: Iterable[TopicSpec]) -> None:
-    """Create ``specs``; a topic that appeared meanwhile is not an error."""
+    """Create ``specs`` and wait until they are usable.
+
+    A topic that appeared meanwhile is not an error (it is left as it is;
+    the next plan reports its drift, if any).
+    """
+    wanted = {s.name: s for s in specs}
+    if not wanted:
+        return
     new = [
         NewTopic(s.name, s.partitions, s.replication_factor, topic_configs=dict(s.configs))
-        for s in specs
+        for s in wanted.values()
     ]
-    if not new:
-        return
     try:
         response = await admin.create_topics(new)
+        created: dict[str, int] = {}
         for error in response.to_object()["topic_errors"]:
-            if error["error_code"] != _TOPIC_ALREADY_EXISTS:
-                _check(error["error_code"], f"creating {error['topic']}", error["error_message"])
-        await wait_for_topics(admin, [t.name for t in new], METADATA_WAIT_S)
+            name, code = error["topic"], error["error_code"]
+            if code == 0:
+                created[name] = wanted[name].partitions
+            elif code != _TOPIC_ALREADY_EXISTS:
+                _check(code, f"creating {name}", error["error_message"])
+        await wait_for_topics(admin, created, METADATA_WAIT_S)
     except KafkaError as exc:
         raise _unavailable("creating topics", exc) from exc
 
@@ -251,7 +264,7 @@ async def add_partitions(admin: Any, totals: Mapping[str, int]) -> None:
         return
     try:
         await admin.create_partitions({t: NewPartitions(n) for t, n in totals.items()})
-        await wait_for_topics(admin, list(totals), METADATA_WAIT_S)
+        await wait_for_topics(admin, totals, METADATA_WAIT_S)
     except KafkaError as exc:
         raise _unavailable("adding partitions", exc) from exc
 

@@ -170,7 +170,15 @@ def resample(pcm_s16le: bytes, from_rate: int, to_rate: int, channels: int = 1) 
     return b"".join(bytes(f.planes[0])[: f.samples * 2 * channels] for f in frames)
 
 
-def speech(text: str, sample_rate: int = 16000) -> bytes:
+# The espeak-ng voice the bundled pocketsphinx model understands best (of 10
+# voices x 2 speeds tried, ~80% of words right; the default British voice ~25%).
+SPEECH_VOICE = "en-us+f2"
+SPEECH_WPM = 150
+
+
+def speech(
+    text: str, sample_rate: int = 16000, *, voice: str = SPEECH_VOICE, wpm: int = SPEECH_WPM
+) -> bytes:
     """Speak ``text`` with espeak-ng and return mono ``pcm_s16le`` at ``sample_rate``.
 
     Raises ``SamplesError`` if espeak-ng is not installed (``apt-get install espeak-ng``).
@@ -180,7 +188,8 @@ def speech(text: str, sample_rate: int = 16000) -> bytes:
         raise SamplesError("espeak-ng is not installed; apt-get install espeak-ng")
     # `--stdout` writes a WAV (22050 Hz mono s16) with unknown sizes, which is
     # why it is read with PyAV rather than the `wave` module.
-    proc = subprocess.run([exe, "--stdout", text], capture_output=True, check=False, timeout=60)
+    command = [exe, "--stdout", "-v", voice, "-s", str(wpm), text]
+    proc = subprocess.run(command, capture_output=True, check=False, timeout=60)
     if proc.returncode != 0 or not proc.stdout:
         detail = proc.stderr.decode(errors="replace").strip()
         raise SamplesError(f"espeak-ng failed ({proc.returncode}): {detail}")

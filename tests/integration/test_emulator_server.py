@@ -15,7 +15,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, ConnectionClosedError, InvalidStatus
 
 from emulator.faults import Faults
-from emulator.samples import encode
+from emulator.samples import SPEECH_VOICE, SPEECH_WPM, encode
 from emulator.server import EmulatorConfig, EmulatorServer
 from emulator.tones import expected_finals, synthesize
 
@@ -213,22 +213,23 @@ async def test_flush_ids_and_null() -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=False,
-    reason="SphinxRecognizer hears 0/10 digits where a one-shot pocketsphinx Decoder "
-    "hears 5/10 on the same PCM (recognizer issue, reported)",
-)
 async def test_pocketsphinx_recognizes_espeak_speech() -> None:
-    # espeak-ng's default (British) voice at its default speed defeats the US
-    # English pocketsphinx model (even pocketsphinx alone hears one digit in
-    # ten); en-us at 130 wpm gets about half. Its --stdout WAV (22.05 kHz, sizes
-    # unknown) goes in as-is: encoding=auto, resampled by the emulator.
+    # The voice the model understands best (emulator.samples.SPEECH_VOICE); the
+    # default British voice defeats the US English model. The --stdout WAV
+    # (22.05 kHz, sizes unknown) goes in as-is: encoding=auto, resampled by the
+    # emulator. espeak-ng is installed by scripts/system-deps.sh: fail if absent.
     espeak = shutil.which("espeak-ng")
-    if espeak is None:
-        pytest.skip("espeak-ng is not installed")
+    assert espeak is not None, "espeak-ng is not installed (bash scripts/system-deps.sh)"
     digits = "one two three four five six seven eight nine ten"
     process = await asyncio.create_subprocess_exec(
-        espeak, "--stdout", "-v", "en-us", "-s", "130", digits, stdout=asyncio.subprocess.PIPE
+        espeak,
+        "--stdout",
+        "-v",
+        SPEECH_VOICE,
+        "-s",
+        str(SPEECH_WPM),
+        digits,
+        stdout=asyncio.subprocess.PIPE,
     )
     wav, _ = await process.communicate()
     async with emulator(recognizer="pocketsphinx") as server:

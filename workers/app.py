@@ -74,6 +74,7 @@ class WorkerApp:
         self.app.task(self.registry.run_acker)
         self.app.on_partitions_revoked.connect(self._on_revoked)  # type: ignore[arg-type]
         self.app.on_before_shutdown.connect(self._on_shutdown)  # type: ignore[arg-type]
+        self.app.drain = self._drain
         self._register_views()
 
     async def _ack(self, event: Any) -> None:
@@ -108,6 +109,9 @@ class WorkerApp:
         source = self.audio.get_topic_name()
         await self.registry.revoke({tp.partition for tp in revoked if tp.topic == source})
 
+    async def _drain(self) -> None:
+        await self.registry.drain(self.settings.drain_timeout_s)
+
     async def _on_shutdown(self, sender: Any, **kwargs: Any) -> None:
         await self.registry.shutdown()
         self.telemetry.shutdown()
@@ -127,10 +131,27 @@ class WorkerApp:
                 return self.json({"ready": ready}, status=200 if ready else 503)
 
 
-def _faust_app(settings: Settings, datadir: Path | None) -> faust.App:
+class _DrainingApp(faust.App):
+    """A Faust app that drains the sessions before its consumer stops.
+
+    ``App.on_stop`` stops the consumer (committing acked offsets) and only then
+    sends ``on_before_shutdown``; mode runs ``on_stop`` before stopping the
+    children (producer, agents). So the drain goes first in ``on_stop``: the
+    producer can still emit the finals and the consumer commits what they cover.
+    """
+
+    drain: Any = None
+
+    async def on_stop(self) -> None:
+        if self.drain is not None:
+            await self.drain()
+        await super().on_stop()
+
+
+def _faust_app(settings: Settings, datadir: Path | None) -> _DrainingApp:
     folder = datadir or Path(".cache") / "faust" / settings.app_id
     folder.mkdir(parents=True, exist_ok=True)
-    return faust.App(
+    return _DrainingApp(
         settings.app_id,
         broker=_broker_urls(settings.bootstrap_servers),
         broker_credentials=_credentials(),

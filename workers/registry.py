@@ -134,6 +134,7 @@ class Registry:
         self._dlq = settings.topic("stt.audio.dlq")
         self._upstream_rate = settings.upstream_rate
         self._ack_wakeup = asyncio.Event()
+        self._draining = False
 
     @property
     def active(self) -> int:
@@ -142,7 +143,13 @@ class Registry:
     # ------------------------------------------------------------------ records
 
     async def handle(self, record: Record) -> None:
-        """Process one input record; never raises for bad input."""
+        """Process one input record; never raises for bad input.
+
+        While draining, records are left unprocessed and unacked: the next
+        owner of the partition reads them again from the committed offset.
+        """
+        if self._draining:
+            return
         entry = _Entry(record)
         self._queues.setdefault(record.partition, deque()).append(entry)
         try:
@@ -396,6 +403,27 @@ class Registry:
         for partition in partitions:
             self._queues.pop(partition, None)
 
+    async def drain(self, timeout_s: float) -> bool:
+        """Graceful stop (SIGTERM): take no new audio, flush every session, wait
+        up to ``timeout_s`` for the finals, ack what is covered, close.
+
+        Returns True when every session's audio was covered in time. The
+        caller commits afterwards (Faust commits acked offsets on stop).
+        """
+        self._draining = True
+        lives = [live for live in self._sessions.values() if live.runner.failed is None]
+        for live in lives:
+            if live.runner.session.streams and live.runner.session.uncovered_seconds > 0:
+                live.runner.session.flush(user=False)
+                live.runner.wake()
+        results = await asyncio.gather(
+            *(live.runner.wait_for(_flushed(live.runner), timeout_s) for live in lives)
+        )
+        await self.ack_ready()
+        await self.shutdown()
+        log.info("drained %d sessions (%d fully covered)", len(lives), sum(results))
+        return all(results)
+
     async def shutdown(self) -> None:
         """Stop every session (a drain that flushes first is the caller's choice)."""
         for live in list(self._sessions.values()):
@@ -405,6 +433,10 @@ class Registry:
                     await live.ending
             await live.runner.stop()
         self._sessions.clear()
+
+
+def _flushed(runner: SessionRunner) -> Callable[[], bool]:
+    return lambda: all(s.pending_flushes == 0 for s in runner.session.streams)
 
 
 def _session_id(key: bytes | None) -> str:

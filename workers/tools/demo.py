@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import os
 import re
+import secrets
 import signal
 import subprocess
 import sys
@@ -209,6 +210,9 @@ def _worker(
         "RESON8_KAFKA_PARTITIONS": str(PARTITIONS),
         "RESON8_KAFKA_WEB_PORT": str(port),
         "RESON8_KAFKA_WEB_HOST": "127.0.0.1",
+        # pocketsphinx on a busy laptop can fall seconds behind real time; the
+        # default 10 s wait for finals after `end` would then drop the last ones.
+        "RESON8_KAFKA_END_TIMEOUT_S": "60",
     }
     log = logs / "worker.log"
     started = time.monotonic()
@@ -294,7 +298,8 @@ async def _live(
 
     measured = {}
     for sample in samples:
-        sent = prepare(load(sample.path, sample.options), sample.options, 100)
+        sid = f"{sample.name}-{secrets.token_hex(3)}"
+        sent = prepare(load(sample.path, sample.options), sample.options, 100, sid)
         measured[sent.session_id] = Measured(sent, sample)
     topics = [PREFIX + name for name in OUTPUT_TOPICS.values()]
     sessions = [m.sent for m in measured.values()]

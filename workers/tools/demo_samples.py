@@ -22,22 +22,23 @@ __all__ = ["Sample", "ensure_samples"]
 
 RATE = 16000
 PAUSE_S = 0.7
-VERSION = 1
+VERSION = 2
 
+# Sentences pocketsphinx's wheel model gets (nearly) right from this espeak-ng voice.
 WAV_SCRIPT: tuple[str, ...] = (
-    "Hello and welcome to the streaming speech demo.",
-    "Audio goes into Kafka and text comes out.",
-    "Every word is transcribed in real time.",
+    "I would like to check the status of my order.",
+    "Please call me back tomorrow morning.",
+    "The weather is nice today.",
 )
 OGG_SCRIPT: tuple[str, ...] = (
-    "I would like to check the status of my order.",
-    "The package should arrive on Monday morning.",
+    "My internet connection is not working.",
+    "Thank you very much.",
 )
 CALL_SCRIPT: tuple[tuple[str, str], ...] = (
-    ("agent", "Good morning, how can I help you today?"),
-    ("caller", "My internet connection is not working."),
-    ("agent", "I am sorry to hear that. Let me check your account."),
-    ("caller", "Thank you very much."),
+    ("agent", "Can I have your account number please?"),
+    ("caller", "Yes, it is one two three four."),
+    ("agent", "Is there anything else I can help you with?"),
+    ("caller", "No, that is all. Goodbye."),
 )
 
 
@@ -60,7 +61,7 @@ def _speak(text: str) -> bytes:
     from emulator.samples import SamplesError, speech
 
     try:
-        return speech(text, RATE)
+        return speech(text, RATE)  # the voice pocketsphinx hears best
     except SamplesError as exc:
         raise ConfigError(f"cannot generate the demo audio: {exc}") from exc
 
@@ -110,12 +111,13 @@ def ensure_samples(folder: Path, sentences: int | None = None) -> tuple[list[Sam
     wav_script, ogg_script, call = WAV_SCRIPT[keep], OGG_SCRIPT[keep], CALL_SCRIPT[keep]
     folder.mkdir(parents=True, exist_ok=True)
     specs = [
-        ("welcome", f"welcome-{_digest(wav_script)}.wav", SendOptions(options=_INTERIM)),
-        ("order", f"order-{_digest(ogg_script)}.ogg", SendOptions(endpoint="turns")),
+        ("order", f"order-{_digest(wav_script)}.wav", SendOptions(options=_INTERIM)),
+        ("support", f"support-{_digest(ogg_script)}.ogg", SendOptions(endpoint="turns")),
         (
-            "support-call",
-            f"support-call-{_digest(call)}.wav",
-            SendOptions(options=_INTERIM, split=True, labels=("agent", "caller")),
+            "call",
+            f"call-{_digest(call)}.wav",
+            # No interims here: each one costs pocketsphinx another decoding pass.
+            SendOptions(split=True, labels=("agent", "caller")),
         ),
     ]
     generated = False
@@ -125,7 +127,7 @@ def ensure_samples(folder: Path, sentences: int | None = None) -> tuple[list[Sam
         if not path.exists():
             generated = True
             _generate(name, path, wav_script, ogg_script, call)
-        script = {"welcome": wav_script, "order": ogg_script}.get(name)
+        script = {"order": wav_script, "support": ogg_script}.get(name)
         lines = script if script is not None else tuple(line for _, line in call)
         samples.append(Sample(name, path, opts, lines))
     return samples, generated
@@ -141,9 +143,9 @@ def _generate(
     ogg_script: Sequence[str],
     call: Sequence[tuple[str, str]],
 ) -> None:
-    if name == "welcome":
+    if name == "order":
         _write(path, _mono(wav_script), 1, "wav")
-    elif name == "order":
+    elif name == "support":
         _write(path, _mono(ogg_script), 1, "ogg-opus")
     else:
         _write(path, _stereo(call), 2, "wav")

@@ -109,10 +109,10 @@ def chunk_plan(size: int, duration_s: float, chunk_ms: int, align: int = 1) -> l
     if chunk_ms <= 0 or align <= 0:
         raise ValueError("chunk_ms and align must be positive")
     count = max(1, math.ceil(duration_s * 1000 / chunk_ms)) if duration_s > 0 else 1
-    per_chunk = size / count
     bounds = [0]
     for i in range(1, count):
-        cut = round(i * per_chunk / align) * align
+        # Byte position of audio time i * chunk_ms: proportional to duration.
+        cut = round(size * (i * chunk_ms / 1000) / duration_s / align) * align
         bounds.append(min(max(cut, bounds[-1]), size))
     bounds.append(size)
     chunks: list[Chunk] = []

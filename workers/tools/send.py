@@ -215,10 +215,10 @@ def run(args: argparse.Namespace) -> int:
         validate_options(opts, files, args.session)
     except UsageError as exc:
         args.usage_error(str(exc))
-    settings = kafka_settings(args.bootstrap_servers)
-    topic = topic_prefix(args.topic_prefix) + AUDIO_TOPIC
     sessions = [prepare(load(f, opts), opts, args.chunk_ms, args.session) for f in files]
     _check_split(sessions, opts)
+    settings = kafka_settings(args.bootstrap_servers)
+    topic = topic_prefix(args.topic_prefix) + AUDIO_TOPIC
     tty = sys.stderr.isatty()
     for s in sessions:
         s.progress = FileProgress(f"{s.session_id:<28}", s.audio.duration_s)

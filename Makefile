@@ -21,13 +21,13 @@ lint: install
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-test: install
+test: install helm-tools
 	$(BIN)/pytest tests
 
 test-unit: install
 	$(BIN)/pytest tests/unit
 
-test-integration: install
+test-integration: install helm-tools
 	$(BIN)/pytest tests/integration
 
 test-e2e: install
@@ -50,3 +50,5 @@ schemas-check: install
 
 clean:
 	rm -rf $(VENV) .cache .pytest_cache .mypy_cache .ruff_cache
+
+include scripts/helm.mk

@@ -149,7 +149,7 @@ class _DrainingApp(faust.App):
 
 
 def _faust_app(settings: Settings, datadir: Path | None) -> _DrainingApp:
-    folder = datadir or Path(".cache") / "faust" / settings.app_id
+    folder = datadir or Path(settings.datadir) / settings.app_id
     folder.mkdir(parents=True, exist_ok=True)
     return _DrainingApp(
         settings.app_id,

@@ -42,6 +42,7 @@ class Settings(BaseModel):
     group_instance_id: str | None = Field(None, description="static membership id")
     web_host: str = Field("0.0.0.0", description="health/metrics HTTP bind address")
     web_port: int = Field(6066, ge=0, le=65535, description="health/metrics HTTP port")
+    datadir: str = Field(".cache/faust", description="Faust data folder (tables, state)")
     max_record_bytes: int = Field(1_048_576, ge=1024, description="larger records go to the DLQ")
     upstream_rate: int = Field(16000, description="PCM rate sent upstream for containers")
     idle_timeout_s: float = Field(300.0, gt=0, description="close a session with no input")

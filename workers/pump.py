@@ -68,6 +68,7 @@ class SessionRunner:
         self.finished = False
         self.covered_upto = -1  # highest input offset whose audio is covered (owner updates)
         self.last_input = time.monotonic()
+        self.last_message = time.monotonic()  # last upstream message, any stream
         self.context: object = None  # tracing context, set by the owner
 
     # ------------------------------------------------------------------ control
@@ -95,9 +96,18 @@ class SessionRunner:
             log.warning("session %s: %s", self.session.session_id, exc)
         self.session.flush(user=True)
         self.wake()
-        settled = await self.wait_for(self._all_flushed, timeout_s)
+        settled = await self.wait_quietly(self._all_flushed, timeout_s)
         await self.stop()
         return settled
+
+    async def wait_quietly(self, predicate: Callable[[], bool], quiet_s: float) -> bool:
+        """Wait until ``predicate()`` holds, giving up only after ``quiet_s`` without
+        any upstream message: a slow but working upstream is waited for (its
+        finals must not be lost), a silent or dead one is not."""
+        while not await self.wait_for(predicate, quiet_s):
+            if self._dead() or time.monotonic() - self.last_message >= quiet_s:
+                return False
+        return True
 
     async def wait_for(self, predicate: Callable[[], bool], timeout_s: float) -> bool:
         """Wait until ``predicate()`` holds (re-checked on every upstream message)."""
@@ -173,6 +183,7 @@ class SessionRunner:
         self._sent_at[index] = deque()
         try:
             async for message in conn.messages():
+                self.last_message = time.monotonic()
                 for event in stream.on_message(message):
                     self._measure(index, stream, event)
                     await self._emit(event)

@@ -250,8 +250,7 @@ class Registry:
         )
 
     async def _end(self, session_id: str, live: _Live) -> None:
-        runner = live.runner
-        settled = await runner.end(self._settings.end_timeout_s)
+        settled = await live.runner.end(self._settings.end_timeout_s)
         await self._finish(session_id, live, settled)
 
     async def _finish(self, session_id: str, live: _Live, settled: bool) -> None:

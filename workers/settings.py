@@ -48,7 +48,11 @@ class Settings(BaseModel):
     idle_timeout_s: float = Field(300.0, gt=0, description="close a session with no input")
     idle_flush_s: float = Field(2.0, gt=0, description="flush a quiet session after this")
     max_uncovered_s: float = Field(30.0, gt=0, description="force a flush beyond this")
-    end_timeout_s: float = Field(10.0, gt=0, description="wait for finals after end")
+    end_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        description="give up waiting for finals after this long without any upstream message",
+    )
     drain_timeout_s: float = Field(20.0, gt=0, description="SIGTERM drain bound")
     connect_timeout_s: float = Field(10.0, gt=0, description="upstream handshake timeout")
     ping_interval_s: float = Field(20.0, gt=0, description="client ping interval (s)")

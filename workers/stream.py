@@ -391,5 +391,6 @@ class ChannelStream:
             language=candidate.language,
         )
         self._cover(self._turn.candidate_end)
+        self.stats.finals += 1  # a committed turn is the turns endpoint's final
         self._turn = _Turn(index=self._turn.index + 1, base_ms=end_ms)
         return [event]

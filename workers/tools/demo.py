@@ -50,6 +50,9 @@ PARTITIONS = 4
 READY_TIMEOUT_S = 90.0
 EMULATOR_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 25.0  # worker drain (20 s default) plus margin
+# Calls start this far apart: pocketsphinx loads its model (~0.5 s of CPU) per
+# connection, and 2 cores cannot do that for 4 streams at once and stay real time.
+STAGGER_S = 2.0
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -292,7 +295,12 @@ def summarize(measured: Sequence[Measured], wall_s: float) -> list[str]:
 
 
 async def _live(
-    settings: KafkaSettings, samples: Sequence[Sample], out: TextIO, tty: bool, timeout_s: float
+    settings: KafkaSettings,
+    samples: Sequence[Sample],
+    out: TextIO,
+    say: _Say,
+    tty: bool,
+    timeout_s: float,
 ) -> list[Measured]:
     from workers.tools.audiofile import load
 
@@ -305,8 +313,10 @@ async def _live(
     sessions = [m.sent for m in measured.values()]
     renderer = CaptionRenderer(tty=tty)
     async with Follower(settings, topics, from_beginning=False) as follower:
+        # Said from inside the event loop: a Ctrl-C from here on cancels it cleanly.
+        say("sending", _describe(samples) + f", in real time, {STAGGER_S:.0f} s apart")
         sender = asyncio.create_task(
-            send_sessions(settings, PREFIX + AUDIO_TOPIC, sessions, Pacer(1.0))
+            send_sessions(settings, PREFIX + AUDIO_TOPIC, sessions, Pacer(1.0), stagger_s=STAGGER_S)
         )
         try:
             await _follow(follower, measured, renderer, out, sender, timeout_s)
@@ -426,9 +436,8 @@ def _run(
         f"{PREFIX}stt.* ({PARTITIONS} partitions)" + (f"; drift: {drift}" if drift else ""),
     )
     _worker(stack, say, settings, upstream, cache / "logs")
-    say("sending", _describe(samples) + ", in real time, concurrently")
     began = time.monotonic()
-    measured = asyncio.run(_live(settings, samples, sys.stdout, tty, args.timeout))
+    measured = asyncio.run(_live(settings, samples, sys.stdout, say, tty, args.timeout))
     for line in summarize(measured, time.monotonic() - began):
         print(line)
     sys.stdout.flush()

@@ -114,7 +114,11 @@ async def open_producer(settings: KafkaSettings, topic: str) -> Any:
     return producer
 
 
-async def _send_one(producer: Any, topic: str, session: SentSession, pacer: Pacer) -> None:
+async def _send_one(
+    producer: Any, topic: str, session: SentSession, pacer: Pacer, start_after_s: float = 0.0
+) -> None:
+    if start_after_s > 0:
+        await asyncio.sleep(start_after_s)  # staggered start, as calls come in one by one
     key = session.session_id.encode()
     start = time.monotonic()
     futures = []
@@ -142,16 +146,22 @@ async def send_sessions(
     sessions: Sequence[SentSession],
     pacer: Pacer,
     progress: Progress | None = None,
+    *,
+    stagger_s: float = 0.0,
 ) -> None:
     """Send every session concurrently, each paced on its own; wait for all acks.
 
-    Raises KafkaUnavailable when the broker is unreachable or a send fails.
+    Session ``i`` starts ``i * stagger_s`` seconds after the first. Raises
+    KafkaUnavailable when the broker is unreachable or a send fails.
     """
     from aiokafka.errors import KafkaError  # type: ignore[import-untyped,unused-ignore]
 
     producer = await open_producer(settings, topic)
     try:
-        tasks = [asyncio.create_task(_send_one(producer, topic, s, pacer)) for s in sessions]
+        tasks = [
+            asyncio.create_task(_send_one(producer, topic, s, pacer, i * stagger_s))
+            for i, s in enumerate(sessions)
+        ]
         await _wait_with_progress(tasks, progress)
     except KafkaError as exc:
         raise KafkaUnavailable(f"sending to {topic} failed: {exc!r}") from exc

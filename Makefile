@@ -34,6 +34,7 @@ test-e2e: install
 	$(BIN)/pytest tests/e2e
 
 bench: install
+	@test -f bench/__main__.py || { echo "make bench: the benchmark harness (bench/) is not built yet" >&2; exit 1; }
 	$(BIN)/python -m bench
 
 demo: install

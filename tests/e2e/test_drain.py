@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import signal
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 
-from emulator.server import EmulatorConfig, EmulatorServer
+from emulator.server import EmulatorServer
 from emulator.tones import expected_finals, synthesize
 from tests.e2e.harness import Outputs, Stack, WorkerProcess, produce_sessions, session_records
 from topology.connection import KafkaSettings, client_kwargs
@@ -18,12 +17,6 @@ from topology.connection import KafkaSettings, client_kwargs
 pytestmark = [pytest.mark.kafka, pytest.mark.slow, pytest.mark.timeout(180)]
 
 UTTERANCES = [["alpha", "bravo"], ["charlie"], ["delta", "echo", "foxtrot"]]
-
-
-@pytest.fixture
-async def emulator() -> AsyncIterator[EmulatorServer]:
-    async with EmulatorServer(EmulatorConfig(recognizer="tones")) as server:
-        yield server
 
 
 async def committed(stack: Stack, group: str) -> dict[int, int]:

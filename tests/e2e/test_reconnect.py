@@ -13,7 +13,6 @@ from emulator.server import EmulatorConfig, EmulatorServer
 from emulator.tones import VOCABULARY, expected_finals, synthesize
 from schemas.events import SessionEvent
 from tests.e2e.harness import Outputs, Stack, WorkerProcess, produce_sessions, session_records
-from topology.connection import KafkaSettings
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow, pytest.mark.timeout(300)]
 
@@ -30,10 +29,8 @@ async def dropping_emulator() -> AsyncIterator[EmulatorServer]:
 
 
 @pytest.fixture
-async def stack(kafka_settings: KafkaSettings, topic_prefix: str) -> Stack:
-    s = Stack(kafka_settings, topic_prefix, partitions=2)
-    await s.create_topics()
-    return s
+def stack_partitions() -> int:
+    return 2
 
 
 @pytest.mark.parametrize("fmt", ["pcm_s16le", "ogg-opus"])

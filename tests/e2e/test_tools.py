@@ -10,13 +10,11 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
 from emulator.samples import encode
-from emulator.server import EmulatorConfig, EmulatorServer
 from emulator.tones import synthesize
 from tests.e2e.harness import REPO, Stack, WorkerProcess, free_port
 from topology.connection import KafkaSettings
@@ -28,29 +26,8 @@ CLI = [sys.executable, "-m", "workers.cli"]
 
 
 @pytest.fixture
-async def emulator() -> AsyncIterator[EmulatorServer]:
-    async with EmulatorServer(EmulatorConfig(recognizer="tones")) as server:
-        yield server
-
-
-@pytest.fixture
-async def stack(kafka_settings: KafkaSettings, topic_prefix: str) -> Stack:
-    s = Stack(kafka_settings, topic_prefix, partitions=2)
-    await s.create_topics()
-    return s
-
-
-@pytest.fixture
-async def worker(
-    stack: Stack, emulator: EmulatorServer, tmp_path: Path
-) -> AsyncIterator[WorkerProcess]:
-    proc = WorkerProcess(stack, emulator.url, tmp_path / "worker.log")
-    proc.start()
-    try:
-        await proc.ready()
-        yield proc
-    finally:
-        proc.stop()
+def stack_partitions() -> int:
+    return 2
 
 
 def cli_env(kafka: KafkaSettings) -> dict[str, str]:

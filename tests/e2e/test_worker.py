@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from emulator.samples import encode
-from emulator.server import EmulatorConfig, EmulatorServer
 from emulator.tones import expected_finals, synthesize
 from schemas.events import SessionEvent, TranscriptEvent, TurnEvent
 from tests.e2e.harness import (
@@ -22,38 +19,11 @@ from tests.e2e.harness import (
     produce_sessions,
     session_records,
 )
-from topology.connection import KafkaSettings
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow, pytest.mark.timeout(240)]
 
 UTTERANCES = [["alpha", "bravo"], ["charlie", "delta", "echo"], ["foxtrot"]]
 LOSSY_TOLERANCE_MS = 30
-
-
-@pytest.fixture
-async def emulator() -> AsyncIterator[EmulatorServer]:
-    async with EmulatorServer(EmulatorConfig(recognizer="tones")) as server:
-        yield server
-
-
-@pytest.fixture
-async def stack(kafka_settings: KafkaSettings, topic_prefix: str) -> Stack:
-    s = Stack(kafka_settings, topic_prefix, partitions=3)
-    await s.create_topics()
-    return s
-
-
-@pytest.fixture
-async def worker(
-    stack: Stack, emulator: EmulatorServer, tmp_path: Path
-) -> AsyncIterator[WorkerProcess]:
-    proc = WorkerProcess(stack, emulator.url, tmp_path / "worker.log")
-    proc.start()
-    try:
-        await proc.ready()
-        yield proc
-    finally:
-        proc.stop()
 
 
 def pcm16(rate: int = 16000, utterances: list[list[str]] = UTTERANCES) -> bytes:

@@ -17,6 +17,7 @@ import numpy as np
 
 from schemas.wire import StreamParams
 from workers.errors import DecodeError
+from workers.frames import FrameAligner
 
 __all__ = ["TARGET_CHANNELS", "TARGET_RATE", "AudioInput", "bytes_to_ms"]
 
@@ -43,13 +44,13 @@ class _Resampler:
     def __init__(self, sample_rate: int, channels: int) -> None:
         self._rate = sample_rate
         self._channels = channels
-        self._pending = b""  # bytes of an incomplete sample frame
+        self._frames = FrameAligner(2 * channels)
         self._resampler: av.AudioResampler | None = None
         if sample_rate != TARGET_RATE:
             self._resampler = av.AudioResampler(format="s16", layout="mono", rate=TARGET_RATE)
 
     def feed(self, pcm: bytes) -> bytes:
-        mono = self._downmix(self._whole_frames(pcm))
+        mono = self._downmix(self._frames.take(pcm))
         if self._resampler is None or not mono:
             return mono
         frame = av.AudioFrame.from_ndarray(
@@ -57,12 +58,6 @@ class _Resampler:
         )
         frame.sample_rate = self._rate
         return b"".join(_plane(out) for out in self._resampler.resample(frame))
-
-    def _whole_frames(self, pcm: bytes) -> bytes:
-        data = self._pending + pcm
-        cut = len(data) - len(data) % (2 * self._channels)
-        self._pending = data[cut:]
-        return data[:cut]
 
     def _downmix(self, pcm: bytes) -> bytes:
         if self._channels == 1:

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from schemas.envelope import SessionConfig
 from schemas.wire import Encoding
 from workers.errors import DecodeError
+from workers.frames import FrameAligner
 from workers.stream import ChannelStream
 from workers.transcode import ContainerDecoder, sniff_container, split_channels
 
@@ -50,7 +51,6 @@ class Session:
         self.config = config
         self._split = config.channel_mode == "split"
         self._decoder: ContainerDecoder | None = None
-        self._raw_remainder = b""
         self._prefix: bytes | None = b""  # first bytes of a container, until it is recognised
         if config.encoding == "auto":
             self._decoder = ContainerDecoder(
@@ -60,6 +60,7 @@ class Session:
         else:
             self._rate = config.sample_rate
         self.streams: list[ChannelStream] = []
+        self._interleaved: FrameAligner | None = None  # split mode: whole interleaved frames
         self._marks: deque[_Mark] = deque()
         self.audio_bytes = 0
         if not self._split or config.encoding != "auto":
@@ -135,14 +136,13 @@ class Session:
         if not self._split:
             self.streams[0].push(data)
             return
-        data = self._raw_remainder + data
-        frame = width * len(self.streams)
-        whole = len(data) - len(data) % frame
-        self._raw_remainder = data[whole:]
+        if self._interleaved is None:
+            self._interleaved = FrameAligner(width * len(self.streams))
+        whole = self._interleaved.take(data)
         if width == 2:
-            parts = split_channels(data[:whole], len(self.streams))
+            parts = split_channels(whole, len(self.streams))
         else:
-            parts = [data[i:whole:frame] for i in range(len(self.streams))]
+            parts = [whole[i :: len(self.streams)] for i in range(len(self.streams))]
         for stream, part in zip(self.streams, parts, strict=True):
             stream.push(part)
 

@@ -39,6 +39,7 @@ from schemas.wire import (
     TurnStart,
     WireWord,
 )
+from workers.frames import FrameAligner
 
 Event = TranscriptEvent | TurnEvent | SessionEvent
 MAX_FRAME_BYTES = 64 * 1024  # one WebSocket message at most; replay is cut into these
@@ -89,7 +90,7 @@ class ChannelStream:
         self.frames_in = self.start_frame
         self.covered = self.start_frame
         self._audio = bytearray()  # frames [covered, frames_in)
-        self._partial = b""  # bytes of an incomplete frame
+        self._aligner = FrameAligner(self.frame_bytes)
         self._conn_base: int | None = None
         self._sent = self.start_frame
         self._flushes: list[_Flush] = []
@@ -139,11 +140,9 @@ class ChannelStream:
 
     def push(self, audio: bytes) -> int:
         """Append audio in the upstream encoding; returns the new ``frames_in``."""
-        data = self._partial + audio
-        whole = len(data) - len(data) % self.frame_bytes
-        self._partial = data[whole:]
-        self._audio += data[:whole]
-        self.frames_in += whole // self.frame_bytes
+        whole = self._aligner.take(audio)
+        self._audio += whole
+        self.frames_in += len(whole) // self.frame_bytes
         return self.frames_in
 
     def request_flush(self, *, user: bool) -> str:

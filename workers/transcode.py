@@ -35,6 +35,7 @@ import numpy.typing as npt
 
 from workers._resume import ResumePoint, Scanner, scanner_for
 from workers.errors import DecodeError
+from workers.frames import FrameAligner
 
 __all__ = [
     "RAW_ENCODINGS",
@@ -180,15 +181,13 @@ class RawDecoder:
         self.frame_bytes = (2 if encoding == "pcm_s16le" else 1) * channels
         self.samples_out = 0
         """Frames (samples per channel) returned so far."""
-        self._rest = b""
+        self._aligner = FrameAligner(self.frame_bytes)
 
     def passthrough(self, data: bytes) -> bytes:
         """Return the whole frames of ``rest + data`` unchanged (input encoding)."""
-        data = self._rest + data
-        whole = len(data) - len(data) % self.frame_bytes
-        self._rest = data[whole:]
-        self.samples_out += whole // self.frame_bytes
-        return data[:whole]
+        whole = self._aligner.take(data)
+        self.samples_out += len(whole) // self.frame_bytes
+        return whole
 
     def feed(self, data: bytes) -> bytes:
         """Return the whole frames of ``rest + data`` as interleaved ``pcm_s16le``."""
@@ -202,12 +201,12 @@ class RawDecoder:
     @property
     def pending(self) -> int:
         """Bytes of a partial frame held back until the next ``feed``."""
-        return len(self._rest)
+        return len(self._aligner.held)
 
     def flush(self) -> bytes:
         """End of stream: raises ``DecodeError`` if a partial frame is left over."""
-        if self._rest:
-            rest, self._rest = self._rest, b""
+        rest = self._aligner.drain()
+        if rest:
             raise DecodeError(
                 f"{self.encoding} stream ended mid-frame ({len(rest)} of {self.frame_bytes} bytes)"
             )

@@ -34,6 +34,7 @@ from emulator.recognizers.base import (
     Word,
     language_codes,
 )
+from workers.frames import FrameAligner
 
 __all__ = ["SphinxRecognizer"]
 
@@ -83,7 +84,7 @@ class SphinxRecognizer:
         self._endpointer = self._new_endpointer()
         self._vad = Vad(mode=vad_mode, sample_rate=sample_rate)
         self._frame_bytes: int = self._endpointer.frame_bytes
-        self._pending = b""
+        self._frames = FrameAligner(self._frame_bytes)
         self._consumed = 0  # bytes given to the endpointer
         self._base_ms = 0  # stream position where the current endpointer started
         self._last_voiced_end = 0  # bytes position after the last VAD speech frame
@@ -111,11 +112,9 @@ class SphinxRecognizer:
 
     def feed(self, pcm: bytes) -> list[RecognizerEvent]:
         """Recognize ``pcm`` (any length); return the events it completed."""
-        data = self._pending + pcm
-        whole = len(data) - len(data) % self._frame_bytes
-        self._pending = data[whole:]
+        data = self._frames.take(pcm)
         events: list[RecognizerEvent] = []
-        for offset in range(0, whole, self._frame_bytes):
+        for offset in range(0, len(data), self._frame_bytes):
             events += self._frame(data[offset : offset + self._frame_bytes])
         return events
 
@@ -127,9 +126,9 @@ class SphinxRecognizer:
         """
         if self._utt_start_ms is None:
             return []
-        tail = self._pending[: len(self._pending) & ~1] or b"\0\0"  # end_stream needs >= 1 sample
-        self._consumed += len(self._pending)
-        self._pending = b""
+        held = self._frames.drain()
+        tail = held[: len(held) & ~1] or b"\0\0"  # end_stream needs >= 1 sample
+        self._consumed += len(held)
         speech = self._endpointer.end_stream(tail)
         if speech is not None:
             self._collect(speech)

@@ -32,6 +32,7 @@ from emulator.recognizers.base import (
     language_codes,
 )
 from emulator.tones import FRAME_MS, VOCABULARY
+from workers.frames import FrameAligner
 
 __all__ = ["ToneRecognizer"]
 
@@ -103,7 +104,7 @@ class ToneRecognizer:
         self._frame_bytes = 2 * self._analyser.frame_samples
         self._end_frames = math.ceil(utterance_end_ms / FRAME_MS)
         self._min_frames = math.ceil(min_word_ms / FRAME_MS)
-        self._pending = b""  # a partial frame (and a possible odd byte)
+        self._partial = FrameAligner(self._frame_bytes)
         self._frames = 0  # whole frames analysed
         self._last_voiced_end = 0  # frame index just after the last tone frame
         self._run_label = -1  # the tone run in progress (-1: none)
@@ -130,12 +131,10 @@ class ToneRecognizer:
 
     def feed(self, pcm: bytes) -> list[RecognizerEvent]:
         """Analyse ``pcm`` (any length); return the events of every completed frame."""
-        data = self._pending + pcm
-        whole = len(data) - len(data) % self._frame_bytes
-        self._pending = data[whole:]
-        if not whole:
+        data = self._partial.take(pcm)
+        if not data:
             return []
-        samples = np.frombuffer(data[:whole], dtype="<i2").astype(np.float64)
+        samples = np.frombuffer(data, dtype="<i2").astype(np.float64)
         labels, ratios = self._analyser.label(samples.reshape(-1, self._analyser.frame_samples))
         events: list[RecognizerEvent] = []
         for label, ratio in zip(labels, ratios, strict=True):

@@ -11,8 +11,6 @@ import os
 import sys
 from typing import Any
 
-SubParsers = "argparse._SubParsersAction[argparse.ArgumentParser]"
-
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add ``worker`` to the ``reson8-kafka`` command line."""

@@ -47,6 +47,11 @@ class ResumePoint:
 class Scanner(Protocol):
     """Incremental container parser; see the module docstring."""
 
+    # True when candidates count samples from the stream's own timeline (OGG
+    # granules), so they hold for a restarted stream too; False when they
+    # count from the first byte this scanner saw (WAV, MP3).
+    absolute_samples: bool
+
     @property
     def header(self) -> bytes | None:
         """Header bytes once complete, else None."""
@@ -88,6 +93,8 @@ class _Buffered:
 
 class _WavScanner(_Buffered):
     """RIFF/WAVE: header up to the data chunk; restart on any block boundary."""
+
+    absolute_samples = False
 
     def __init__(self) -> None:
         super().__init__()
@@ -169,6 +176,8 @@ class _OggPage:
 class _OggScanner(_Buffered):
     """OGG: header = the leading granule-0 pages (OpusHead/OpusTags, Vorbis
     headers); restart at the start of any page that does not continue a packet."""
+
+    absolute_samples = True
 
     def __init__(self) -> None:
         super().__init__()
@@ -298,6 +307,8 @@ class _Mp3Scanner(_Buffered):
     trims ``delay + 529`` samples from the start (mp3dec.c, start_skip_samples);
     a restarted stream has no such frame, so nothing is trimmed there.
     """
+
+    absolute_samples = False
 
     header = b""
 

@@ -22,6 +22,7 @@ from typing import Any
 import faust
 from faust.web import Request, Response, View
 
+from workers.checkpoint import Checkpoint
 from workers.registry import Headers, Record, Registry
 from workers.settings import Settings
 from workers.telemetry import Telemetry
@@ -39,6 +40,78 @@ class _ProducerSink:
         self, topic: str, key: bytes | None, value: bytes | None, headers: Headers
     ) -> None:
         await self._app.producer.send_and_wait(topic, key, value, None, None, headers)
+
+
+class _TableCheckpoints:
+    """The registry's checkpoint store on a changelog-backed Faust table.
+
+    Writes go to the changelog partition of the session's ``stt.audio``
+    partition explicitly (Faust's own ``table[key] = value`` needs the current
+    stream event, and checkpoints are written from timers and callbacks), and
+    are awaited until the broker acknowledges them: the registry acks a
+    record only after the checkpoint that accounts for it is durable.
+    """
+
+    def __init__(self, table: Any) -> None:
+        self._table = table
+
+    def get(self, session_id: str) -> Checkpoint | None:
+        return _parse(self._table.data.get(session_id.encode()))
+
+    def values(self) -> list[Checkpoint]:
+        found = (_parse(raw) for raw in list(self._table.data.values()))
+        return [checkpoint for checkpoint in found if checkpoint is not None]
+
+    async def put(self, checkpoint: Checkpoint) -> None:
+        key, value = checkpoint.session_id.encode(), checkpoint.to_bytes()
+        self._table.data[key] = value
+        await self._send(checkpoint.partition, key, value)
+
+    async def delete(self, partition: int, session_id: str) -> None:
+        key = session_id.encode()
+        self._table.data.pop(key, None)
+        await self._send(partition, key, None)
+
+    async def _send(self, partition: int, key: bytes, value: bytes | None) -> None:
+        topic = self._table.changelog_topic
+        delivery = await topic.send(
+            key=key, value=value, partition=partition, key_serializer="raw", value_serializer="raw"
+        )
+        await delivery
+
+
+def _parse(raw: Any) -> Checkpoint | None:
+    if not raw:
+        return None
+    try:
+        return Checkpoint.from_bytes(bytes(raw))
+    except ValueError:
+        log.warning("ignoring an unreadable checkpoint entry")
+        return None
+
+
+class _ConsumerOffsets:
+    """Committed offset and high-water mark of ``stt.audio`` partitions."""
+
+    def __init__(self, app: faust.App, topic: str) -> None:
+        self._app, self._topic = app, topic
+
+    def committed(self, partition: int) -> int | None:
+        consumer: Any = self._app.consumer
+        tp = _tp(self._topic, partition)
+        value = consumer._committed_offset.get(tp)  # faust has no public getter
+        return None if value is None else int(value)
+
+    def highwater(self, partition: int) -> int | None:
+        consumer: Any = self._app.consumer
+        value = consumer.highwater(_tp(self._topic, partition))
+        return None if value is None else int(value)
+
+
+def _tp(topic: str, partition: int) -> Any:
+    from faust.types import TP
+
+    return TP(topic, partition)
 
 
 def _broker_urls(bootstrap: str) -> list[str]:
@@ -60,9 +133,20 @@ class WorkerApp:
             settings.telemetry_exporter, settings.service_name, settings.otlp_endpoint
         )
         self._stream: Any = None
-        self.registry = Registry(settings, _ProducerSink(self.app), self._ack, self.telemetry)
+        self.checkpoints = self.app.Table(
+            "checkpoints", key_type=bytes, value_type=bytes, partitions=settings.partitions
+        )
+        source = settings.topic("stt.audio")
+        self.registry = Registry(
+            settings,
+            _ProducerSink(self.app),
+            self._ack,
+            self.telemetry,
+            checkpoints=_TableCheckpoints(self.checkpoints),
+            offsets=_ConsumerOffsets(self.app, source),
+        )
         self.audio = self.app.topic(
-            settings.topic("stt.audio"),
+            source,
             key_type=bytes,
             value_type=bytes,
             key_serializer="raw",
@@ -73,6 +157,7 @@ class WorkerApp:
         self.app.timer(5.0)(self._observe_lag)
         self.app.task(self.registry.run_acker)
         self.app.on_partitions_revoked.connect(self._on_revoked)  # type: ignore[arg-type]
+        self.app.on_partitions_assigned.connect(self._on_assigned)  # type: ignore[arg-type]
         self.app.on_before_shutdown.connect(self._on_shutdown)  # type: ignore[arg-type]
         self.app.drain = self._drain
         self._register_views()
@@ -105,9 +190,15 @@ class WorkerApp:
                 lag = max(0, high - (committed or 0))
                 self.telemetry.set_lag(f"{tp.topic}:{tp.partition}", lag)
 
-    async def _on_revoked(self, sender: Any, revoked: set[Any], **kwargs: Any) -> None:
+    def _partitions(self, tps: set[Any]) -> set[int]:
         source = self.audio.get_topic_name()
-        await self.registry.revoke({tp.partition for tp in revoked if tp.topic == source})
+        return {tp.partition for tp in tps if tp.topic == source}
+
+    async def _on_revoked(self, sender: Any, revoked: set[Any], **kwargs: Any) -> None:
+        await self.registry.revoke(self._partitions(revoked), self.settings.revoke_timeout_s)
+
+    async def _on_assigned(self, sender: Any, assigned: set[Any], **kwargs: Any) -> None:
+        self.registry.assign(self._partitions(assigned))
 
     async def _drain(self) -> None:
         await self.registry.drain(self.settings.drain_timeout_s)

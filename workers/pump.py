@@ -66,7 +66,7 @@ class SessionRunner:
         self._closing = False
         self.failed: UpstreamError | None = None
         self.finished = False
-        self.covered_upto = -1  # highest input offset whose audio is covered (owner updates)
+        self.ack_before = -1  # input records below this offset may be acked (owner updates)
         self.last_input = time.monotonic()
         self.last_message = time.monotonic()  # last upstream message, any stream
         self.context: object = None  # tracing context, set by the owner
@@ -187,6 +187,7 @@ class SessionRunner:
                 for event in stream.on_message(message):
                     self._measure(index, stream, event)
                     await self._emit(event)
+                stream.events_emitted()
                 await self._notify()
         finally:
             sender.cancel()

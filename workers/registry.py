@@ -42,6 +42,7 @@ from schemas.events import (
     cloudevent_headers,
     event_id,
 )
+from workers.checkpoint import Checkpoint
 from workers.errors import InputError
 from workers.pump import SessionRunner
 from workers.session import Session
@@ -60,6 +61,62 @@ class Sink(Protocol):
     async def send(
         self, topic: str, key: bytes | None, value: bytes | None, headers: Headers
     ) -> None: ...
+
+
+class CheckpointStore(Protocol):
+    """The per-session checkpoint table (a changelog-backed Faust table in the worker)."""
+
+    def get(self, session_id: str) -> Checkpoint | None: ...
+
+    def values(self) -> list[Checkpoint]: ...
+
+    async def put(self, checkpoint: Checkpoint) -> None:
+        """Store ``checkpoint``; return once it is durable (acknowledged by the broker)."""
+
+    async def delete(self, partition: int, session_id: str) -> None:
+        """Drop the entry (a tombstone in the changelog)."""
+
+
+class MemoryCheckpoints:
+    """A :class:`CheckpointStore` in a dict (tests, and nothing to resume from)."""
+
+    def __init__(self) -> None:
+        self.data: dict[str, Checkpoint] = {}
+
+    def get(self, session_id: str) -> Checkpoint | None:
+        return self.data.get(session_id)
+
+    def values(self) -> list[Checkpoint]:
+        return list(self.data.values())
+
+    async def put(self, checkpoint: Checkpoint) -> None:
+        self.data[checkpoint.session_id] = checkpoint
+
+    async def delete(self, partition: int, session_id: str) -> None:
+        self.data.pop(session_id, None)
+
+
+class Offsets(Protocol):
+    """The consumer's view of a partition of ``stt.audio``."""
+
+    def committed(self, partition: int) -> int | None: ...
+
+    def highwater(self, partition: int) -> int | None: ...
+
+
+class _NoOffsets:
+    def committed(self, partition: int) -> int | None:
+        return None
+
+    def highwater(self, partition: int) -> int | None:
+        return None
+
+
+class _Skip(Exception):
+    """The record was processed before a takeover (below the session's checkpoint)."""
+
+
+ALL = 1 << 62  # ack_before of a runner whose every record may be acked
 
 
 @dataclass(frozen=True)
@@ -91,6 +148,26 @@ class _Live:
     # runners replaced by a configuration change, finishing their audio
     retiring: list[SessionRunner] = field(default_factory=list)
     earlier: list[SessionRunner] = field(default_factory=list)  # for session_ended totals
+    prior_finals: int = 0  # from before a takeover (checkpoint)
+    prior_reconnects: int = 0
+    last_offset: int = -1
+    checkpoint: Checkpoint | None = None  # the last one written
+    checkpoint_at: float = 0.0
+
+    @property
+    def oldest(self) -> SessionRunner:
+        """The runner whose audio comes first (the one a checkpoint describes)."""
+        return self.retiring[0] if self.retiring else self.runner
+
+    def totals(self) -> tuple[int, int]:
+        """(finals, reconnects) of the whole session so far."""
+        streams = [
+            s for r in (*self.earlier, *self.retiring, self.runner) for s in r.session.streams
+        ]
+        return (
+            self.prior_finals + sum(s.stats.finals for s in streams),
+            self.prior_reconnects + sum(s.stats.reconnects for s in streams),
+        )
 
 
 class Registry:
@@ -105,8 +182,18 @@ class Registry:
         ack: Callable[[Any], Awaitable[None]],
         telemetry: Telemetry,
         source: str = "urn:reson8-kafka:worker",
+        *,
+        checkpoints: CheckpointStore | None = None,
+        offsets: Offsets | None = None,
     ) -> None:
         self._settings = settings
+        self._checkpoints: CheckpointStore = checkpoints or MemoryCheckpoints()
+        self._offsets: Offsets = offsets or _NoOffsets()
+        self._tombstones: dict[str, tuple[int, int]] = {}  # session -> (partition, end offset)
+        self._seen: dict[int, int] = {}  # partition -> highest offset handled
+        self._closed: set[int] = set()  # partitions being revoked: records are ignored
+        self._assigned: set[int] = set()
+        self._last_scan = 0.0
         self._sink = sink
         self._ack = ack
         self._telemetry = telemetry
@@ -148,12 +235,15 @@ class Registry:
         While draining, records are left unprocessed and unacked: the next
         owner of the partition reads them again from the committed offset.
         """
-        if self._draining:
+        if self._draining or record.partition in self._closed:
             return
         entry = _Entry(record)
         self._queues.setdefault(record.partition, deque()).append(entry)
+        self._seen[record.partition] = max(self._seen.get(record.partition, -1), record.offset)
         try:
             self._process(entry)
+        except _Skip:
+            entry.offset_done = True
         except (InputError, BadHeader) as exc:
             entry.offset_done = True
             await self._dead_letter(record, exc.code, exc.detail, entry.runner)
@@ -173,10 +263,10 @@ class Registry:
             entry.runner = None
             raise InputError("session_closed", "the session has failed or is ending")
         live.runner.last_input = time.monotonic()
+        live.last_offset = record.offset
         self._feed(live, record.value or b"")
-        if headers.kind == "flush":
-            live.runner.session.flush(user=True)
-        live.runner.session.mark(record.offset)
+        flushes = live.runner.session.flush(user=True) if headers.kind == "flush" else []
+        live.runner.session.mark(record.offset, flushes=flushes, end=headers.kind == "end")
         live.runner.wake()
         if headers.kind == "end":
             live.ending = asyncio.create_task(self._end(session_id, live))
@@ -198,15 +288,49 @@ class Registry:
                 if config != live.runner.session.config:
                     self._restart(live, config)
             return live
-        config = headers.session_config()
-        runner = self._runner(Session(session_id, config, upstream_rate=self._upstream_rate))
+        saved = self._saved(session_id, record)
+        if saved is not None:
+            session = Session(
+                session_id,
+                saved.config,
+                upstream_rate=self._upstream_rate,
+                start_ms=saved.config_start_ms,
+                resume=saved,
+            )
+        else:
+            session = Session(
+                session_id, headers.session_config(), upstream_rate=self._upstream_rate
+            )
         carrier = {"traceparent": headers.traceparent or "", "tracestate": headers.tracestate or ""}
         span = self._telemetry.session_span(session_id, {k: v for k, v in carrier.items() if v})
-        live = _Live(runner=runner, span=span, partition=record.partition)
+        live = _Live(runner=self._runner(session), span=span, partition=record.partition)
         self._sessions[session_id] = live
         self._telemetry.active_sessions.add(1)
-        asyncio.get_running_loop().create_task(self._started(live, config.endpoint))
+        if saved is None:
+            asyncio.get_running_loop().create_task(self._started(live, session.config.endpoint))
+            return live
+        live.prior_finals, live.prior_reconnects = saved.prior_finals, saved.prior_reconnects
+        live.checkpoint = saved
+        log.info("session %s resumed at offset %d (%s)", session_id, record.offset, saved.state)
+        if headers.has_config:
+            config = saved.config.with_overrides(headers.config_headers)
+            if config != saved.config:
+                self._restart(live, config)
         return live
+
+    def _saved(self, session_id: str, record: Record) -> Checkpoint | None:
+        """The checkpoint to resume ``session_id`` from, if another owner left one.
+
+        Raises :class:`_Skip` for a record the checkpoint says was done.
+        """
+        saved = self._checkpoints.get(session_id)
+        if saved is None or saved.partition != record.partition:
+            return None
+        if record.offset < saved.offset:
+            raise _Skip
+        if saved.state == "ended":
+            return None  # the id is used again for a new session
+        return saved
 
     def _runner(self, session: Session) -> SessionRunner:
         return SessionRunner(
@@ -235,6 +359,8 @@ class Registry:
         await old.end(self._settings.end_timeout_s)
         live.retiring.remove(old)
         live.earlier.append(old)
+        await self._checkpoint(live, force=True)  # the next epoch, before old records go
+        old.ack_before = ALL
         self._ack_wakeup.set()
 
     async def _started(self, live: _Live, endpoint: str) -> None:
@@ -257,7 +383,7 @@ class Registry:
         runner = live.runner
         for old in list(live.retiring):
             await old.stop()
-        streams = [s for r in (*live.earlier, *live.retiring, runner) for s in r.session.streams]
+        finals, reconnects = live.totals()
         if runner.failed is None:
             await self.emit(
                 SessionEvent(
@@ -265,12 +391,15 @@ class Registry:
                     session_id=session_id,
                     type="session_ended",
                     audio_seconds=round(runner.session.audio_seconds, 3),
-                    finals=sum(s.stats.finals for s in streams),
-                    reconnects=sum(s.stats.reconnects for s in streams),
+                    finals=finals,
+                    reconnects=reconnects,
                     detail=None if settled else "end timeout: some audio was not confirmed",
                 ),
                 runner,
             )
+        await self._ended(live, session_id, live.last_offset + 1, runner.session.config)
+        for done in (*live.earlier, *live.retiring, runner):
+            done.ack_before = ALL
         live.span.end()
         if self._sessions.get(session_id) is live:
             del self._sessions[session_id]
@@ -331,15 +460,126 @@ class Registry:
                 runner,
             )
 
+    # ------------------------------------------------------------------ checkpoints
+
+    async def _checkpoint(self, live: _Live, *, force: bool = False) -> None:
+        """Write the session's checkpoint if its resume position moved (at most
+        every ``checkpoint_interval_s`` unless ``force``), then let its records
+        below the checkpoint be acked: never the other way round."""
+        runner = live.oldest
+        position = runner.session.position()
+        if position is None or runner.failed is not None:
+            return
+        earlier = [s for r in live.earlier for s in r.session.streams]
+        checkpoint = Checkpoint(
+            session_id=runner.session.session_id,
+            partition=live.partition,
+            offset=position.offset,
+            record_byte=position.record_byte,
+            resume_byte=position.resume_byte,
+            resume_frame=position.resume_frame,
+            header=position.header,
+            config=runner.session.config,
+            config_start_ms=runner.session.start_ms,
+            streams=position.streams,
+            prior_finals=live.prior_finals + sum(s.durable_finals for s in earlier),
+            prior_reconnects=live.prior_reconnects + sum(s.stats.reconnects for s in earlier),
+            updated_at=time.time(),
+        )
+        if not checkpoint.same_position(live.checkpoint):
+            now = time.monotonic()
+            if not force and now - live.checkpoint_at < self._settings.checkpoint_interval_s:
+                return
+            await self._checkpoints.put(checkpoint)
+            live.checkpoint, live.checkpoint_at = checkpoint, now
+        runner.ack_before = max(runner.ack_before, checkpoint.offset)
+
+    async def _ended(
+        self, live: _Live, session_id: str, offset: int, config: SessionConfig
+    ) -> None:
+        """The session is over: records below ``offset`` must never start it again.
+        The entry is deleted once the committed offset has passed them."""
+        await self._checkpoints.put(
+            Checkpoint(
+                session_id=session_id,
+                partition=live.partition,
+                state="ended",
+                offset=offset,
+                config=config,
+                updated_at=time.time(),
+            )
+        )
+        self._tombstones[session_id] = (live.partition, offset)
+
+    async def _checkpoint_all(self, lives: list[_Live], *, force: bool) -> None:
+        """Checkpoint many sessions at once; a failed write only delays that
+        session's acks (it is retried on the next tick)."""
+        results = await asyncio.gather(
+            *(self._checkpoint(live, force=force) for live in lives), return_exceptions=True
+        )
+        for live, result in zip(lives, results, strict=True):
+            if isinstance(result, Exception):
+                sid = live.runner.session.session_id
+                log.warning("checkpoint of session %s failed: %r", sid, result)
+
+    async def _expire_checkpoints(self) -> None:
+        """Delete ended entries the commit has passed; end sessions this worker
+        inherited but never heard from again (their audio was all covered)."""
+        for session_id, (partition, offset) in list(self._tombstones.items()):
+            committed = self._offsets.committed(partition)
+            if committed is not None and committed >= offset:
+                del self._tombstones[session_id]
+                saved = self._checkpoints.get(session_id)
+                if saved is not None and saved.state == "ended" and saved.offset == offset:
+                    await self._checkpoints.delete(partition, session_id)
+        now = time.time()
+        if now - self._last_scan < self._settings.idle_timeout_s / 4:
+            return
+        self._last_scan = now
+        for saved in self._checkpoints.values():
+            if saved.session_id in self._sessions or saved.partition not in self._assigned:
+                continue
+            if saved.state == "ended":
+                self._tombstones.setdefault(saved.session_id, (saved.partition, saved.offset))
+            elif now - saved.updated_at >= self._settings.idle_timeout_s and self._caught_up(
+                saved.partition
+            ):
+                await self._expire_orphan(saved)
+
+    def _caught_up(self, partition: int) -> bool:
+        high = self._offsets.highwater(partition)
+        return high is not None and self._seen.get(partition, -1) >= high - 1
+
+    async def _expire_orphan(self, saved: Checkpoint) -> None:
+        """A resumed-from checkpoint whose session sent nothing more: it ended
+        idle on its previous owner's watch. Emit what that owner would have."""
+        finals = saved.prior_finals + sum(s.finals for s in saved.streams)
+        reconnects = saved.prior_reconnects + sum(s.reconnects for s in saved.streams)
+        rate = self._upstream_rate if saved.config.encoding == "auto" else saved.config.sample_rate
+        await self._sink.send(
+            self._topics["session"],
+            saved.session_id.encode(),
+            SessionEvent(
+                event_id=event_id(saved.session_id, None, 0, "session_ended"),
+                session_id=saved.session_id,
+                type="session_ended",
+                audio_seconds=round(max((s.covered for s in saved.streams), default=0) / rate, 3),
+                finals=finals,
+                reconnects=reconnects,
+                detail="idle timeout (taken over from another worker)",
+            ).to_json_bytes(),
+            [],
+        )
+        await self._checkpoints.put(
+            saved.model_copy(update={"state": "ended", "updated_at": time.time()})
+        )
+        self._tombstones[saved.session_id] = (saved.partition, saved.offset)
+
     # ------------------------------------------------------------------ acks
 
     async def ack_ready(self) -> None:
-        """Ack, per partition and in order, every record whose audio is covered."""
-        for live in self._sessions.values():
-            for runner in (live.runner, *live.retiring):
-                covered = runner.session.covered_offset()
-                if covered is not None:
-                    runner.covered_upto = max(runner.covered_upto, covered)
+        """Ack, per partition and in order, every record below its session's
+        durable checkpoint."""
         for queue in self._queues.values():
             while queue and self._done(queue[0]):
                 await self._ack(queue.popleft().record.handle)
@@ -347,9 +587,9 @@ class Registry:
     @staticmethod
     def _done(entry: _Entry) -> bool:
         runner = entry.runner
-        if entry.offset_done or runner is None or runner.finished or runner.failed:
+        if entry.offset_done or runner is None or runner.failed:
             return True
-        return entry.record.offset <= runner.covered_upto
+        return entry.record.offset < runner.ack_before
 
     async def run_acker(self) -> None:
         """Background task: ack whenever some session made progress."""
@@ -361,7 +601,8 @@ class Registry:
     # ------------------------------------------------------------------ housekeeping
 
     async def tick(self) -> None:
-        """Periodic: flush quiet sessions, bound uncovered audio, expire idle ones."""
+        """Periodic: flush quiet sessions, bound uncovered audio, expire idle ones,
+        write checkpoints and ack what they cover."""
         now = time.monotonic()
         for session_id, seen in list(self._failed.items()):
             if now - seen >= self._settings.idle_timeout_s:
@@ -379,6 +620,10 @@ class Registry:
             elif self._needs_flush(live, quiet):
                 live.runner.session.flush(user=False)
                 live.runner.wake()
+        await self._checkpoint_all(
+            [live for live in self._sessions.values() if live.ending is None], force=False
+        )
+        await self._expire_checkpoints()
         await self.ack_ready()
 
     def _needs_flush(self, live: _Live, quiet: float) -> bool:
@@ -390,38 +635,70 @@ class Registry:
             return False
         return quiet >= self._settings.idle_flush_s or uncovered >= self._settings.max_uncovered_s
 
-    async def revoke(self, partitions: set[int]) -> None:
-        """Partitions were taken away: stop their sessions without acking the
-        uncovered records (the new owner replays them from the committed offset)."""
-        for session_id, live in list(self._sessions.items()):
-            if live.partition in partitions:
-                await live.runner.stop()
-                live.span.end()
+    def assign(self, partitions: set[int]) -> None:
+        """Partitions assigned after a rebalance: take records of them again."""
+        self._closed -= partitions
+        self._assigned |= partitions
+
+    async def revoke(self, partitions: set[int], timeout_s: float) -> bool:
+        """Partitions were taken away (rebalance): drain their sessions within
+        ``timeout_s`` (flush, wait for finals, emit, checkpoint) and close them.
+        The new owner resumes from the checkpoints; nothing is acked here
+        (Faust has already forgotten these partitions' acks)."""
+        self._closed |= partitions
+        self._assigned -= partitions
+        lives = {sid: live for sid, live in self._sessions.items() if live.partition in partitions}
+        settled = await self._quiesce(list(lives.values()), timeout_s)
+        for session_id, live in lives.items():
+            if live.ending is not None:
+                live.ending.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await live.ending
+            for runner in (*live.retiring, live.runner):
+                await runner.stop()
+            live.span.end()
+            if self._sessions.get(session_id) is live:
                 del self._sessions[session_id]
                 self._telemetry.active_sessions.add(-1)
         for partition in partitions:
             self._queues.pop(partition, None)
+            self._seen.pop(partition, None)
+        for session_id, (partition, _) in list(self._tombstones.items()):
+            if partition in partitions:
+                del self._tombstones[session_id]
+        log.info(
+            "revoked %s: drained %d sessions (%d settled)", sorted(partitions), len(lives), settled
+        )
+        return settled == len(lives)
+
+    async def _quiesce(self, lives: list[_Live], timeout_s: float) -> int:
+        """Flush every session, wait up to ``timeout_s`` for the flushes to be
+        confirmed, then checkpoint them. Returns how many settled in time."""
+        lives = [live for live in lives if live.runner.failed is None]
+        for live in lives:
+            for runner in (*live.retiring, live.runner):
+                if runner.session.streams and runner.session.uncovered_seconds > 0:
+                    runner.session.flush(user=False)
+                    runner.wake()
+        results = await asyncio.gather(*(_settle(live, timeout_s) for live in lives))
+        await self._checkpoint_all([live for live in lives if live.ending is None], force=True)
+        return sum(results)
 
     async def drain(self, timeout_s: float) -> bool:
         """Graceful stop (SIGTERM): take no new audio, flush every session, wait
-        up to ``timeout_s`` for the finals, ack what is covered, close.
+        up to ``timeout_s`` for the finals, checkpoint, ack what is covered, close.
 
         Returns True when every session's audio was covered in time. The
         caller commits afterwards (Faust commits acked offsets on stop).
         """
         self._draining = True
-        lives = [live for live in self._sessions.values() if live.runner.failed is None]
-        for live in lives:
-            if live.runner.session.streams and live.runner.session.uncovered_seconds > 0:
-                live.runner.session.flush(user=False)
-                live.runner.wake()
-        results = await asyncio.gather(
-            *(live.runner.wait_for(_flushed(live.runner), timeout_s) for live in lives)
-        )
+        lives = list(self._sessions.values())
+        settled = await self._quiesce(lives, timeout_s)
         await self.ack_ready()
         await self.shutdown()
-        log.info("drained %d sessions (%d fully covered)", len(lives), sum(results))
-        return all(results)
+        healthy = sum(1 for live in lives if live.runner.failed is None)
+        log.info("drained %d sessions (%d fully covered)", len(lives), settled)
+        return settled == healthy
 
     async def shutdown(self) -> None:
         """Stop every session (a drain that flushes first is the caller's choice)."""
@@ -430,8 +707,17 @@ class Registry:
                 live.ending.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await live.ending
-            await live.runner.stop()
+            for runner in (*live.retiring, live.runner):
+                await runner.stop()
         self._sessions.clear()
+
+
+async def _settle(live: _Live, timeout_s: float) -> bool:
+    """Wait (together, up to ``timeout_s``) until every runner of ``live`` has
+    its flushes confirmed."""
+    runners = (*live.retiring, live.runner)
+    done = await asyncio.gather(*(r.wait_for(_flushed(r), timeout_s) for r in runners))
+    return all(done)
 
 
 def _flushed(runner: SessionRunner) -> Callable[[], bool]:

@@ -14,37 +14,67 @@ may be committed past it (ARCHITECTURE.md, "Delivery").
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from schemas.envelope import SessionConfig
 from schemas.wire import Encoding
+from workers.checkpoint import Checkpoint, StreamCheckpoint
 from workers.errors import DecodeError
 from workers.frames import FrameAligner
 from workers.stream import ChannelStream
-from workers.transcode import ContainerDecoder, sniff_container, split_channels
+from workers.transcode import ContainerDecoder, ResumePoint, sniff_container, split_channels
 
 SNIFF_BYTES = 12  # sniff_container needs this many bytes
 # Width in bytes of one sample of each raw encoding.
 _SAMPLE_WIDTH = {"pcm_s16le": 2, "mulaw": 1, "alaw": 1}
 
 
-@dataclass(frozen=True)
+@dataclass
 class _Mark:
+    """One fed record: its input bytes and what must happen before it is done."""
+
     offset: int
-    frames: tuple[int, ...]  # per stream: frames_in after this record
+    byte_start: int
+    byte_end: int
+    flushes: tuple[str, ...] = ()  # user flushes it requested (done once confirmed)
+    end: bool = False  # an ``end`` record: done only when the session has ended
+
+
+@dataclass(frozen=True)
+class Position:
+    """Where a new owner would resume this session now (see workers.checkpoint)."""
+
+    offset: int
+    record_byte: int
+    resume_byte: int
+    resume_frame: int
+    header: bytes
+    streams: tuple[StreamCheckpoint, ...]
 
 
 class Session:
     """One session's decoding, streams and offset coverage.
 
     Feed records in offset order with :meth:`feed` (and :meth:`flush` for
-    ``flush``/``end`` records); pump each of :attr:`streams` to its upstream.
-    Raises :class:`workers.errors.DecodeError` from :meth:`feed` for audio that
+    ``flush``/``end`` records), then :meth:`mark` each; pump each of
+    :attr:`streams` to its upstream. Raises
+    :class:`workers.errors.DecodeError` from :meth:`feed` for audio that
     cannot be decoded: the caller dead-letters that record and goes on.
+
+    ``resume`` continues a session from a checkpoint written by another
+    worker: input bytes before ``resume.resume_byte`` are dropped, decoding
+    restarts there, and each stream skips what its finals already covered.
     """
 
     def __init__(
-        self, session_id: str, config: SessionConfig, *, upstream_rate: int, start_ms: int = 0
+        self,
+        session_id: str,
+        config: SessionConfig,
+        *,
+        upstream_rate: int,
+        start_ms: int = 0,
+        resume: Checkpoint | None = None,
     ) -> None:
         self.session_id = session_id
         self._start_ms = start_ms  # session time at which this configuration began
@@ -52,13 +82,24 @@ class Session:
         self._split = config.channel_mode == "split"
         self._decoder: ContainerDecoder | None = None
         self._prefix: bytes | None = b""  # first bytes of a container, until it is recognised
+        self._rate = upstream_rate if config.encoding == "auto" else config.sample_rate
+        self._epoch_frame = start_ms * self._rate // 1000
+        # where decoding (re)started: input byte, session frame, container header
+        self._origin = (0, self._epoch_frame, b"")
+        self._resumed: tuple[StreamCheckpoint, ...] = ()
+        self.input_bytes = 0  # input bytes of this configuration seen so far
+        self._skip = 0  # input bytes still to drop (resumed: already covered)
+        self._first_offset: int | None = None
+        self._mark_byte = 0  # input byte where the next marked record begins
+        if resume is not None:
+            self._origin = (resume.resume_byte, resume.resume_frame, resume.header)
+            self._resumed = resume.streams
+            self.input_bytes = self._mark_byte = resume.record_byte
+            self._skip = resume.resume_byte - resume.record_byte
+            self._first_offset = resume.offset
+            self._prefix = None  # checked by the owner before
         if config.encoding == "auto":
-            self._decoder = ContainerDecoder(
-                target_rate=upstream_rate, target_channels=None if self._split else 1
-            )
-            self._rate = upstream_rate
-        else:
-            self._rate = config.sample_rate
+            self._decoder = self._new_decoder(upstream_rate)
         self.streams: list[ChannelStream] = []
         self._interleaved: FrameAligner | None = None  # split mode: whole interleaved frames
         self._marks: deque[_Mark] = deque()
@@ -66,22 +107,44 @@ class Session:
         if not self._split or config.encoding != "auto":
             self._open_streams(config.channels if config.encoding != "auto" else 1)
 
+    def _new_decoder(self, upstream_rate: int) -> ContainerDecoder:
+        byte, frame, header = self._origin
+        point = None
+        if byte > 0:
+            point = ResumePoint(offset=byte, samples=frame - self._epoch_frame, header=header)
+        return ContainerDecoder(
+            target_rate=upstream_rate,
+            target_channels=None if self._split else 1,
+            resume=point,
+        )
+
     # ------------------------------------------------------------------ streams
 
     def _open_streams(self, source_channels: int) -> None:
         encoding: Encoding = "pcm_s16le" if self.config.encoding == "auto" else self.config.encoding
-        start = self._start_ms * self._rate // 1000
-        if not self._split:
-            params = self.config.upstream_params(encoding, self._rate, source_channels)
-            self.streams = [ChannelStream(self.session_id, params, start_frame=start)]
-            return
-        params = self.config.upstream_params(encoding, self._rate, 1)
-        self.streams = [
-            ChannelStream(
-                self.session_id, params, channel=i, label=self.config.label(i), start_frame=start
+        start = self._origin[1]
+        channels = 1 if self._split else source_channels
+        params = self.config.upstream_params(encoding, self._rate, channels)
+        count = source_channels if self._split else 1
+        self.streams = []
+        for i in range(count):
+            saved = self._resumed[i] if i < len(self._resumed) else None
+            stream = ChannelStream(
+                self.session_id,
+                params,
+                channel=i if self._split else None,
+                label=self.config.label(i) if self._split else None,
+                start_frame=start,
+                resume_covered=saved.covered if saved else start,
+                next_turn_index=saved.turn_index if saved else 0,
+                flush_seq=saved.flush_seq if saved else 0,
             )
-            for i in range(source_channels)
-        ]
+            if saved is not None:
+                stream.stats.finals = saved.finals
+                stream.stats.connections = saved.connections
+                stream.stats.reconnects = saved.reconnects
+                stream.events_emitted()
+            self.streams.append(stream)
 
     @property
     def ready(self) -> bool:
@@ -93,6 +156,11 @@ class Session:
     def feed(self, audio: bytes) -> None:
         """Decode (if needed) and push one record's audio into the streams."""
         self.audio_bytes += len(audio)
+        self.input_bytes += len(audio)
+        if self._skip:
+            dropped = min(self._skip, len(audio))
+            self._skip -= dropped
+            audio = audio[dropped:]
         if not audio:
             return
         if self._decoder is not None:
@@ -113,6 +181,7 @@ class Session:
         if sniff_container(self._prefix) is None:
             self._prefix = self._prefix[:0]
             self.audio_bytes -= len(audio)
+            self.input_bytes -= len(audio)
             raise DecodeError("no known container header (WAV, OGG, FLAC, WebM, MP3, MP4)")
         self._prefix = None
 
@@ -152,24 +221,65 @@ class Session:
 
     # ------------------------------------------------------------------ offsets
 
-    def mark(self, offset: int) -> None:
-        """Record that input up to ``offset`` has been fed (call after each record)."""
-        self._marks.append(_Mark(offset, tuple(s.frames_in for s in self.streams)))
+    def mark(self, offset: int, *, flushes: Sequence[str] = (), end: bool = False) -> None:
+        """Record that input up to ``offset`` has been fed (call after each record),
+        with the user flushes it requested and whether it ended the session."""
+        if self._first_offset is None:
+            self._first_offset = offset
+        self._marks.append(_Mark(offset, self._mark_byte, self.input_bytes, tuple(flushes), end))
+        self._mark_byte = self.input_bytes
 
-    def covered_offset(self) -> int | None:
-        """Highest fed offset whose audio is covered on every stream (or None)."""
-        best: int | None = None
-        while self._marks and self._is_covered(self._marks[0]):
-            best = self._marks.popleft().offset
-        return best
-
-    def _is_covered(self, mark: _Mark) -> bool:
-        if len(mark.frames) != len(self.streams):
-            return not self.streams and mark.frames == ()
-        return all(
-            stream.covered >= frames
-            for stream, frames in zip(self.streams, mark.frames, strict=True)
+    def position(self) -> Position | None:
+        """Where a new owner would resume now, from the coverage whose events the
+        broker has acknowledged; None before the first record. Forgets the
+        marks and decoder restart points that lie before it."""
+        if self._first_offset is None:
+            return None
+        byte, frame, header = self._restart_point()
+        offset, record_byte = self._first_offset, self._mark_byte
+        if self._marks:
+            offset = self._marks[-1].offset + 1
+        while self._marks:
+            mark = self._marks[0]
+            if mark.byte_end > byte or mark.end or any(self._pending(f) for f in mark.flushes):
+                offset, record_byte = mark.offset, mark.byte_start
+                break
+            self._marks.popleft()
+        self._first_offset = offset
+        streams = (
+            tuple(
+                StreamCheckpoint(
+                    covered=s.durable,
+                    turn_index=s.durable_turn,
+                    flush_seq=s.flush_seq,
+                    finals=s.durable_finals,
+                    connections=s.stats.connections,
+                    reconnects=s.stats.reconnects,
+                )
+                for s in self.streams
+            )
+            or self._resumed
         )
+        return Position(offset, record_byte, byte, frame, header, streams)
+
+    def _pending(self, flush_id: str) -> bool:
+        return any(s.is_pending(flush_id) for s in self.streams)
+
+    def _restart_point(self) -> tuple[int, int, bytes]:
+        """The latest input byte from which decoding can restart and still cover
+        everything not yet durably covered: (byte, session frame, header)."""
+        if not self.streams:
+            return self._origin
+        covered = min(s.durable for s in self.streams)
+        if self._decoder is None:
+            frame_bytes = _SAMPLE_WIDTH[self.config.encoding] * self.config.channels
+            return ((covered - self._epoch_frame) * frame_bytes, covered, b"")
+        relative = covered - self._epoch_frame
+        point = self._decoder.resume_point_before(relative)
+        if point is None or point.offset <= self._origin[0]:
+            return self._origin
+        self._decoder.forget_resume_points(relative)
+        return (point.offset, self._epoch_frame + point.samples, point.header)
 
     @property
     def uncovered_seconds(self) -> float:
@@ -179,7 +289,14 @@ class Session:
     @property
     def audio_seconds(self) -> float:
         """Session time reached so far, in seconds (from the session's start)."""
-        return max((s.frames_in / s.rate for s in self.streams), default=self._start_ms / 1000)
+        return max(
+            (s.frames_in / s.rate for s in self.streams), default=self._origin[1] / self._rate
+        )
+
+    @property
+    def start_ms(self) -> int:
+        """Session time at which this configuration began."""
+        return self._start_ms
 
     def close(self) -> None:
         """Release the decoder thread; call once the session is over."""

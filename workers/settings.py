@@ -54,6 +54,14 @@ class Settings(BaseModel):
         description="give up waiting for finals after this long without any upstream message",
     )
     drain_timeout_s: float = Field(20.0, gt=0, description="SIGTERM drain bound")
+    revoke_timeout_s: float = Field(
+        5.0,
+        gt=0,
+        description="rebalance drain bound: how long revoked sessions may flush before closing",
+    )
+    checkpoint_interval_s: float = Field(
+        1.0, gt=0, description="write a session's checkpoint at most this often"
+    )
     connect_timeout_s: float = Field(10.0, gt=0, description="upstream handshake timeout")
     ping_interval_s: float = Field(20.0, gt=0, description="client ping interval (s)")
     ping_timeout_s: float = Field(20.0, gt=0, description="drop the link without pong")

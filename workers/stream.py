@@ -82,20 +82,26 @@ class ChannelStream:
     label: str | None = None
     start_frame: int = 0
     next_turn_index: int = 0
+    # A resumed stream (takeover from a checkpoint): audio before this session
+    # frame is already covered; it is decoded again but neither kept nor sent.
+    resume_covered: int = 0
+    flush_seq: int = 0
     frames_in: int = field(init=False)
     covered: int = field(init=False)
     stats: StreamStats = field(default_factory=StreamStats)
 
     def __post_init__(self) -> None:
         self.frames_in = self.start_frame
-        self.covered = self.start_frame
+        self.covered = max(self.start_frame, self.resume_covered)
+        self.durable = self.covered  # coverage whose events are acknowledged by the broker
+        self.durable_turn = self.next_turn_index  # turn index at ``durable``
+        self.durable_finals = self.stats.finals
         self._audio = bytearray()  # frames [covered, frames_in)
         self._aligner = FrameAligner(self.frame_bytes)
         self._conn_base: int | None = None
-        self._sent = self.start_frame
+        self._sent = self.covered
         self._flushes: list[_Flush] = []
-        self._flush_seq = 0
-        self._turn = _Turn(index=self.next_turn_index, base_ms=self.to_ms(self.start_frame))
+        self._turn = _Turn(index=self.next_turn_index, base_ms=self.to_ms(self.covered))
 
     # ------------------------------------------------------------------ units
 
@@ -141,6 +147,10 @@ class ChannelStream:
     def push(self, audio: bytes) -> int:
         """Append audio in the upstream encoding; returns the new ``frames_in``."""
         whole = self._aligner.take(audio)
+        skip = min(len(whole) // self.frame_bytes, max(0, self.covered - self.frames_in))
+        if skip:  # resumed: this audio was covered before the takeover
+            self.frames_in += skip
+            whole = whole[skip * self.frame_bytes :]
         self._audio += whole
         self.frames_in += len(whole) // self.frame_bytes
         return self.frames_in
@@ -151,9 +161,9 @@ class ChannelStream:
         The flush is sent (again after a reconnect) in order with the audio;
         its confirmation covers everything before it.
         """
-        self._flush_seq += 1
+        self.flush_seq += 1
         flush_id = f"{self.session_id}:{self.channel if self.channel is not None else 'm'}:" + (
-            f"{self.frames_in}:{self._flush_seq}"
+            f"{self.frames_in}:{self.flush_seq}"
         )
         self._flushes.append(_Flush(flush_id, self.frames_in, user))
         return flush_id
@@ -161,6 +171,17 @@ class ChannelStream:
     @property
     def pending_flushes(self) -> int:
         return len(self._flushes)
+
+    def is_pending(self, flush_id: str) -> bool:
+        return any(f.flush_id == flush_id for f in self._flushes)
+
+    def events_emitted(self) -> None:
+        """The events of every message so far are acknowledged by the broker:
+        what they cover may now be checkpointed and committed (never before,
+        or a crash in between would lose a final)."""
+        self.durable = self.covered
+        self.durable_turn = self._turn.index
+        self.durable_finals = self.stats.finals
 
     # ------------------------------------------------------------------ connection side
 

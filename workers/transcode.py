@@ -311,6 +311,7 @@ class ContainerDecoder:
         *,
         timeout: float = DEFAULT_TIMEOUT_S,
         resume_every_s: float = 1.0,
+        resume: ResumePoint | None = None,
     ) -> None:
         if target_rate <= 0 or (target_channels is not None and target_channels <= 0):
             raise ValueError("target_rate and target_channels must be positive")
@@ -333,8 +334,15 @@ class ContainerDecoder:
         self._scanner: Scanner | None = None
         self._resume_every_s = resume_every_s
         self._resume_points: list[ResumePoint] = []
+        # A restarted stream (``resume``): its header is fed first, and restart
+        # points are reported in the original stream's bytes and samples.
+        self._scanned = 0  # bytes seen by the scanner (header included)
+        self._origin = resume
         self._thread = threading.Thread(target=self._run, name="container-decoder", daemon=True)
         self._thread.start()
+        if resume is not None:
+            self.feed(resume.header)
+            self.bytes_in = resume.offset
 
     # -- public API ---------------------------------------------------------
 
@@ -477,7 +485,8 @@ class ContainerDecoder:
 
     def _scan(self, data: bytes) -> None:
         """Track container structure (header bytes, resume points) in the input."""
-        base = self.bytes_in
+        base = self._scanned
+        self._scanned += len(data)
         self.bytes_in += len(data)
         if self._scanner is not None:
             self._add_points(self._scanner.feed(data, base))
@@ -495,8 +504,15 @@ class ContainerDecoder:
             self._add_points(self._scanner.feed(prefix, 0))
 
     def _add_points(self, points: list[tuple[int, int, bytes, int]]) -> None:
+        origin, scanner = self._origin, self._scanner
         for offset, src_samples, header, src_rate in points:
             samples = round(src_samples * self.target_rate / src_rate)
+            if origin is not None and scanner is not None:
+                offset += origin.offset - len(origin.header)
+                if offset <= origin.offset:
+                    continue  # the restart point itself
+                if not scanner.absolute_samples:
+                    samples += origin.samples
             last = self._resume_points[-1] if self._resume_points else None
             if last is None or samples - last.samples >= self._resume_every_s * self.target_rate:
                 self._resume_points.append(ResumePoint(offset, samples, header))

@@ -6,7 +6,9 @@ import struct
 
 from schemas.envelope import SessionConfig
 from schemas.wire import FlushConfirmation, FlushRequest, Transcript
+from workers.checkpoint import Checkpoint
 from workers.session import Session
+from workers.stream import ChannelStream
 
 
 def raw(**kw: object) -> SessionConfig:
@@ -57,7 +59,7 @@ def test_split_mulaw_deinterleaves_bytes_without_decoding() -> None:
     assert left.params.encoding == "mulaw"
 
 
-def test_offsets_become_covered_only_when_every_stream_is_covered() -> None:
+def test_resume_position_waits_for_every_stream_and_for_emitted_events() -> None:
     config = raw(channels=2, channel_mode="split")
     session = Session("s", config, upstream_rate=16000)
     left, right = session.streams
@@ -69,26 +71,109 @@ def test_offsets_become_covered_only_when_every_stream_is_covered() -> None:
     session.mark(11)
     for s in (left, right):
         list(s.outgoing())
-    assert session.covered_offset() is None
     left.on_message(Transcript(text="a", start_ms=0, duration_ms=200))
-    assert session.covered_offset() is None
     right.on_message(Transcript(text="b", start_ms=0, duration_ms=100))
-    assert session.covered_offset() == 10
+    position = session.position()
+    assert position is not None
+    assert position.offset == 10
+    for s in (left, right):
+        s.events_emitted()
+    position = session.position()
+    assert position is not None
+    assert (position.offset, position.record_byte, position.resume_byte) == (11, 3200, 3200)
+    assert position.resume_frame == 800
+    assert [s.covered for s in position.streams] == [1600, 800]
     right.on_message(Transcript(text="c", start_ms=100, duration_ms=100))
-    assert session.covered_offset() == 11
-    assert session.covered_offset() is None  # each offset is reported once
+    right.events_emitted()
+    position = session.position()
+    assert position is not None
+    assert (position.offset, position.resume_byte) == (12, 6400)
 
 
-def test_flush_record_is_covered_by_its_confirmation() -> None:
+def test_flush_record_is_done_only_once_its_confirmation_is_emitted() -> None:
     session = Session("s", raw(), upstream_rate=16000)
     [stream] = session.streams
     stream.connected(None)
     session.feed(b"\x00" * 1600)
-    [flush_id] = session.flush(user=True)
-    session.mark(5)
+    flushes = session.flush(user=True)
+    session.mark(5, flushes=flushes)
     out = list(stream.outgoing())
-    assert out[-1] == FlushRequest(id=flush_id)
-    assert session.covered_offset() is None
-    stream.on_message(FlushConfirmation(id=flush_id))
-    assert session.covered_offset() == 5
+    assert out[-1] == FlushRequest(id=flushes[0])
+    position = session.position()
+    assert position is not None
+    assert position.offset == 5
+    stream.on_message(FlushConfirmation(id=flushes[0]))
+    stream.events_emitted()
+    position = session.position()
+    assert position is not None
+    assert (position.offset, position.resume_byte) == (6, 1600)
     assert session.uncovered_seconds == 0
+
+
+def test_end_record_is_never_done_while_the_session_is_open() -> None:
+    session = Session("s", raw(), upstream_rate=16000)
+    [stream] = session.streams
+    stream.connected(None)
+    session.feed(b"\x00" * 1600)
+    session.mark(1)
+    session.mark(2, end=True)
+    list(stream.outgoing())
+    stream.on_message(Transcript(text="x", start_ms=0, duration_ms=100))
+    stream.events_emitted()
+    position = session.position()
+    assert position is not None
+    assert (position.offset, position.record_byte) == (2, 1600)
+
+
+def _checkpoint(session: Session, session_id: str = "s") -> Checkpoint:
+    position = session.position()
+    assert position is not None
+    return Checkpoint(
+        session_id=session_id,
+        partition=0,
+        offset=position.offset,
+        record_byte=position.record_byte,
+        resume_byte=position.resume_byte,
+        resume_frame=position.resume_frame,
+        header=position.header,
+        config=session.config,
+        config_start_ms=session.start_ms,
+        streams=position.streams,
+    )
+
+
+def _sent_audio(stream: ChannelStream) -> bytes:
+    return b"".join(x for x in stream.outgoing() if isinstance(x, bytes))
+
+
+def test_a_resumed_session_sends_exactly_the_uncovered_audio_at_the_same_frames() -> None:
+    config = raw(channels=2, channel_mode="split", sample_rate=8000)
+    records = [bytes((i * 7 + j) % 256 for j in range(2407)) for i in range(6)]  # odd sizes
+    first = Session("s", config, upstream_rate=16000)
+    for s in first.streams:
+        s.connected(None)
+    for offset, audio in enumerate(records[:4]):
+        first.feed(audio)
+        first.mark(offset)
+    for s in first.streams:
+        _sent_audio(s)
+    first.streams[0].on_message(Transcript(text="a", start_ms=0, duration_ms=250))
+    first.streams[1].on_message(Transcript(text="b", start_ms=0, duration_ms=180))
+    for s in first.streams:
+        s.events_emitted()
+    saved = Checkpoint.from_bytes(_checkpoint(first).to_bytes())
+    for offset, audio in enumerate(records[4:], start=4):
+        first.feed(audio)
+        first.mark(offset)
+
+    second = Session("s", saved.config, upstream_rate=16000, resume=saved)
+    for offset, audio in enumerate(records):
+        if offset >= saved.offset:
+            second.feed(audio)
+            second.mark(offset)
+    for old, new in zip(first.streams, second.streams, strict=True):
+        assert (new.covered, new.frames_in) == (old.covered, old.frames_in)
+        new.connected(None)
+        old.disconnected()
+        old.connected(None)  # a reconnect on the first owner replays the same
+        assert _sent_audio(new) == _sent_audio(old)

@@ -13,6 +13,9 @@ Why the numbers (see ARCHITECTURE.md, "Delivery"):
 - Every topic keyed by session id has the same partition count as
   ``stt.audio`` (co-partitioned), so one worker owns a session's input and
   output partitions alike and Faust's changelog lines up with the input.
+- ``stt.checkpoints`` holds one entry per live session (where a new owner
+  resumes it): compacted, with small segments so compaction keeps the log
+  that a worker reads on every partition assignment short.
 - The dead-letter topic keeps longer (30 days) because someone has to look
   at it, and accepts slightly larger records than the input, because a dead
   letter is the input record unchanged plus error headers.
@@ -31,7 +34,8 @@ TRANSCRIPTS = "stt.transcripts"
 TURNS = "stt.turns"
 SESSIONS = "stt.sessions"
 AUDIO_DLQ = "stt.audio.dlq"
-BASE_NAMES = (AUDIO, TRANSCRIPTS, TURNS, SESSIONS, AUDIO_DLQ)
+CHECKPOINTS = "stt.checkpoints"
+BASE_NAMES = (AUDIO, TRANSCRIPTS, TURNS, SESSIONS, AUDIO_DLQ, CHECKPOINTS)
 
 DEFAULT_PARTITIONS = 12
 LOCAL_REPLICATION_FACTOR = 1
@@ -48,7 +52,7 @@ _MAX_NAME_LENGTH = 249
 
 @dataclass(frozen=True)
 class TopicNames:
-    """The concrete names of the five topics for one prefix.
+    """The concrete names of the six topics for one prefix.
 
     Obtain it with :func:`topic_names`; the worker subscribes to ``audio``
     and produces to the others.
@@ -59,9 +63,17 @@ class TopicNames:
     turns: str
     sessions: str
     audio_dlq: str
+    checkpoints: str
 
     def all(self) -> tuple[str, ...]:
-        return (self.audio, self.transcripts, self.turns, self.sessions, self.audio_dlq)
+        return (
+            self.audio,
+            self.transcripts,
+            self.turns,
+            self.sessions,
+            self.audio_dlq,
+            self.checkpoints,
+        )
 
 
 def validate_prefix(prefix: str) -> str:
@@ -164,6 +176,13 @@ def build_topology(
     dlq_cfg = _delete_configs(dlq_retention_ms, rf)
     dlq_cfg["max.message.bytes"] = str(DLQ_MAX_MESSAGE_BYTES)
     out_cfg = _delete_configs(output_retention_ms, rf)
+    checkpoint_cfg = {
+        "cleanup.policy": "compact",
+        "segment.ms": str(10 * 60 * 1000),
+        "min.cleanable.dirty.ratio": "0.1",
+        "delete.retention.ms": str(DAY_MS),
+        "min.insync.replicas": str(_min_insync(rf)),
+    }
     return Topology(
         prefix,
         (
@@ -173,6 +192,7 @@ def build_topology(
             # Not compacted: a consumer needs every lifecycle event, not the last one.
             spec(names.sessions, dict(out_cfg), "session lifecycle events"),
             spec(names.audio_dlq, dlq_cfg, "input records that could not be processed"),
+            spec(names.checkpoints, checkpoint_cfg, "per-session resume checkpoints (compacted)"),
         ),
     )
 

@@ -10,19 +10,21 @@ globals). Faust settings that the delivery contract depends on:
 - ``consumer_auto_offset_reset='earliest'``: a new group reads what is there.
 
 ``/healthz`` answers while the process runs; ``/ready`` is false while the
-consumer group rebalances or tables recover, or before partitions are assigned.
+consumer group rebalances or checkpoints load, or before partitions are assigned.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 from typing import Any
 
 import faust
 from faust.web import Request, Response, View
 
-from workers.checkpoint import Checkpoint
+from topology.connection import KafkaSettings
+from workers.checkpoint_log import CheckpointLog
 from workers.registry import Headers, Record, Registry
 from workers.settings import Settings
 from workers.telemetry import Telemetry
@@ -40,54 +42,6 @@ class _ProducerSink:
         self, topic: str, key: bytes | None, value: bytes | None, headers: Headers
     ) -> None:
         await self._app.producer.send_and_wait(topic, key, value, None, None, headers)
-
-
-class _TableCheckpoints:
-    """The registry's checkpoint store on a changelog-backed Faust table.
-
-    Writes go to the changelog partition of the session's ``stt.audio``
-    partition explicitly (Faust's own ``table[key] = value`` needs the current
-    stream event, and checkpoints are written from timers and callbacks), and
-    are awaited until the broker acknowledges them: the registry acks a
-    record only after the checkpoint that accounts for it is durable.
-    """
-
-    def __init__(self, table: Any) -> None:
-        self._table = table
-
-    def get(self, session_id: str) -> Checkpoint | None:
-        return _parse(self._table.data.get(session_id.encode()))
-
-    def values(self) -> list[Checkpoint]:
-        found = (_parse(raw) for raw in list(self._table.data.values()))
-        return [checkpoint for checkpoint in found if checkpoint is not None]
-
-    async def put(self, checkpoint: Checkpoint) -> None:
-        key, value = checkpoint.session_id.encode(), checkpoint.to_bytes()
-        self._table.data[key] = value
-        await self._send(checkpoint.partition, key, value)
-
-    async def delete(self, partition: int, session_id: str) -> None:
-        key = session_id.encode()
-        self._table.data.pop(key, None)
-        await self._send(partition, key, None)
-
-    async def _send(self, partition: int, key: bytes, value: bytes | None) -> None:
-        topic = self._table.changelog_topic
-        delivery = await topic.send(
-            key=key, value=value, partition=partition, key_serializer="raw", value_serializer="raw"
-        )
-        await delivery
-
-
-def _parse(raw: Any) -> Checkpoint | None:
-    if not raw:
-        return None
-    try:
-        return Checkpoint.from_bytes(bytes(raw))
-    except ValueError:
-        log.warning("ignoring an unreadable checkpoint entry")
-        return None
 
 
 class _ConsumerOffsets:
@@ -133,8 +87,10 @@ class WorkerApp:
             settings.telemetry_exporter, settings.service_name, settings.otlp_endpoint
         )
         self._stream: Any = None
-        self.checkpoints = self.app.Table(
-            "checkpoints", key_type=bytes, value_type=bytes, partitions=settings.partitions
+        self.checkpoints = CheckpointLog(
+            settings.topic("stt.checkpoints"),
+            self._send_to_partition,
+            KafkaSettings.from_env().with_bootstrap(settings.bootstrap_servers),
         )
         source = settings.topic("stt.audio")
         self.registry = Registry(
@@ -142,7 +98,7 @@ class WorkerApp:
             _ProducerSink(self.app),
             self._ack,
             self.telemetry,
-            checkpoints=_TableCheckpoints(self.checkpoints),
+            checkpoints=self.checkpoints,
             offsets=_ConsumerOffsets(self.app, source),
         )
         self.audio = self.app.topic(
@@ -161,6 +117,11 @@ class WorkerApp:
         self.app.on_before_shutdown.connect(self._on_shutdown)  # type: ignore[arg-type]
         self.app.drain = self._drain
         self._register_views()
+
+    async def _send_to_partition(
+        self, topic: str, key: bytes, value: bytes | None, partition: int
+    ) -> None:
+        await self.app.producer.send_and_wait(topic, key, value, partition, None, None)
 
     async def _ack(self, event: Any) -> None:
         await self._stream.ack(event)
@@ -195,16 +156,30 @@ class WorkerApp:
         return {tp.partition for tp in tps if tp.topic == source}
 
     async def _on_revoked(self, sender: Any, revoked: set[Any], **kwargs: Any) -> None:
-        await self.registry.revoke(self._partitions(revoked), self.settings.revoke_timeout_s)
+        partitions = self._partitions(revoked)
+        await self.registry.revoke(partitions, self.settings.revoke_timeout_s)
+        self.checkpoints.forget(partitions)
 
     async def _on_assigned(self, sender: Any, assigned: set[Any], **kwargs: Any) -> None:
-        self.registry.assign(self._partitions(assigned))
+        """Load the checkpoints of the new partitions; their records wait for it."""
+        partitions = self._partitions(assigned)
+        self.registry.assigning(partitions)
+        started = time.monotonic()
+        found = await self.checkpoints.load(partitions)
+        self.registry.assign(partitions)
+        log.info(
+            "partitions %s: %d checkpoints loaded in %.2f s",
+            sorted(partitions),
+            found,
+            time.monotonic() - started,
+        )
 
     async def _drain(self) -> None:
         await self.registry.drain(self.settings.drain_timeout_s)
 
     async def _on_shutdown(self, sender: Any, **kwargs: Any) -> None:
         await self.registry.shutdown()
+        await self.checkpoints.close()
         self.telemetry.shutdown()
 
     def _register_views(self) -> None:
@@ -218,7 +193,7 @@ class WorkerApp:
         @app.page("/ready")
         class Ready(View):
             async def get(self, request: Request) -> Response:
-                ready = _is_ready(app)
+                ready = _is_ready(app) and not registry.loading
                 return self.json({"ready": ready}, status=200 if ready else 503)
 
 
@@ -254,6 +229,8 @@ def _faust_app(settings: Settings, datadir: Path | None) -> _DrainingApp:
         stream_wait_empty=False,
         consumer_auto_offset_reset="earliest",
         broker_commit_interval=1.0,
+        broker_session_timeout=settings.session_timeout_s,
+        broker_heartbeat_interval=min(3.0, settings.session_timeout_s / 3),
         producer_acks=-1,
         web_enabled=True,
         web_bind=settings.web_host,

@@ -191,8 +191,9 @@ class Registry:
         self._offsets: Offsets = offsets or _NoOffsets()
         self._tombstones: dict[str, tuple[int, int]] = {}  # session -> (partition, end offset)
         self._seen: dict[int, int] = {}  # partition -> highest offset handled
-        self._closed: set[int] = set()  # partitions being revoked: records are ignored
         self._assigned: set[int] = set()
+        self._loading: dict[int, asyncio.Event] = {}  # partitions whose checkpoints load
+        self._dirty: set[str] = set()  # sessions with upstream progress since the last checkpoint
         self._last_scan = 0.0
         self._sink = sink
         self._ack = ack
@@ -227,6 +228,11 @@ class Registry:
     def active(self) -> int:
         return len(self._sessions)
 
+    @property
+    def loading(self) -> bool:
+        """True while some assigned partition's checkpoints are being loaded."""
+        return bool(self._loading)
+
     # ------------------------------------------------------------------ records
 
     async def handle(self, record: Record) -> None:
@@ -235,8 +241,11 @@ class Registry:
         While draining, records are left unprocessed and unacked: the next
         owner of the partition reads them again from the committed offset.
         """
-        if self._draining or record.partition in self._closed:
+        if self._draining:
             return
+        loading = self._loading.get(record.partition)
+        if loading is not None:
+            await loading.wait()
         entry = _Entry(record)
         self._queues.setdefault(record.partition, deque()).append(entry)
         self._seen[record.partition] = max(self._seen.get(record.partition, -1), record.offset)
@@ -338,7 +347,7 @@ class Registry:
             connect=self._connect,
             policy=self._policy,
             emitter=self,
-            on_progress=self._ack_wakeup.set,
+            on_progress=lambda: self._progressed(session.session_id),
             on_latency=self._telemetry.upstream_latency.record,
         )
 
@@ -384,6 +393,15 @@ class Registry:
         for old in list(live.retiring):
             await old.stop()
         finals, reconnects = live.totals()
+        streams = [s for r in (*live.earlier, *live.retiring, runner) for s in r.session.streams]
+        held = max((s.stats.max_uncovered / s.rate for s in streams), default=0.0)
+        log.info(
+            "session %s ended: %.1f s of audio, %d finals, at most %.2f s held uncovered",
+            session_id,
+            runner.session.audio_seconds,
+            finals,
+            held,
+        )
         if runner.failed is None:
             await self.emit(
                 SessionEvent(
@@ -591,11 +609,20 @@ class Registry:
             return True
         return entry.record.offset < runner.ack_before
 
+    def _progressed(self, session_id: str) -> None:
+        self._dirty.add(session_id)
+        self._ack_wakeup.set()
+
     async def run_acker(self) -> None:
-        """Background task: ack whenever some session made progress."""
+        """Background task: whenever sessions made progress, checkpoint them at
+        once (so a takeover replays as little as possible, and re-emits as few
+        finals) and ack what the checkpoints cover."""
         while True:
             await self._ack_wakeup.wait()
             self._ack_wakeup.clear()
+            dirty, self._dirty = self._dirty, set()
+            lives = [self._sessions[s] for s in dirty if s in self._sessions]
+            await self._checkpoint_all([live for live in lives if live.ending is None], force=True)
             await self.ack_ready()
 
     # ------------------------------------------------------------------ housekeeping
@@ -627,25 +654,46 @@ class Registry:
         await self.ack_ready()
 
     def _needs_flush(self, live: _Live, quiet: float) -> bool:
+        """Flush when the input paused, at a silence once enough audio is
+        uncovered (realtime; on turns a flush would end the turn), or - the
+        hard bound - when too much audio is uncovered, silence or not."""
         session = live.runner.session
         if not session.streams or any(s.pending_flushes for s in session.streams):
             return False
         uncovered = session.uncovered_seconds
         if uncovered <= 0:
             return False
-        return quiet >= self._settings.idle_flush_s or uncovered >= self._settings.max_uncovered_s
+        if quiet >= self._settings.idle_flush_s or uncovered >= self._settings.max_uncovered_s:
+            return True
+        return (
+            session.config.endpoint == "realtime"
+            and uncovered >= self._settings.silence_flush_after_s
+            and all(
+                s.flushable_at_silence(self._settings.silence_flush_ms)
+                for s in session.streams
+                if s.uncovered_frames
+            )
+        )
+
+    def assigning(self, partitions: set[int]) -> None:
+        """Partitions were assigned; hold their records until :meth:`assign`
+        (their checkpoints are being loaded)."""
+        for partition in partitions:
+            self._loading.setdefault(partition, asyncio.Event())
 
     def assign(self, partitions: set[int]) -> None:
-        """Partitions assigned after a rebalance: take records of them again."""
-        self._closed -= partitions
+        """The checkpoints of ``partitions`` are loaded: process their records."""
         self._assigned |= partitions
+        for partition in partitions:
+            gate = self._loading.pop(partition, None)
+            if gate is not None:
+                gate.set()
 
     async def revoke(self, partitions: set[int], timeout_s: float) -> bool:
         """Partitions were taken away (rebalance): drain their sessions within
         ``timeout_s`` (flush, wait for finals, emit, checkpoint) and close them.
         The new owner resumes from the checkpoints; nothing is acked here
         (Faust has already forgotten these partitions' acks)."""
-        self._closed |= partitions
         self._assigned -= partitions
         lives = {sid: live for sid, live in self._sessions.items() if live.partition in partitions}
         settled = await self._quiesce(list(lives.values()), timeout_s)
@@ -672,14 +720,18 @@ class Registry:
         return settled == len(lives)
 
     async def _quiesce(self, lives: list[_Live], timeout_s: float) -> int:
-        """Flush every session, wait up to ``timeout_s`` for the flushes to be
-        confirmed, then checkpoint them. Returns how many settled in time."""
+        """Flush every session's silent streams, wait up to ``timeout_s`` for
+        the flushes to be confirmed, then checkpoint them. Returns how many
+        settled in time."""
         lives = [live for live in lives if live.runner.failed is None]
         for live in lives:
             for runner in (*live.retiring, live.runner):
-                if runner.session.streams and runner.session.uncovered_seconds > 0:
-                    runner.session.flush(user=False)
-                    runner.wake()
+                # Only where the tail is silent: a flush mid-word would cut it
+                # in two; uncovered speech is replayed by the next owner.
+                for stream in runner.session.streams:
+                    if stream.flushable_at_silence(self._settings.silence_flush_ms):
+                        stream.request_flush(user=False)
+                runner.wake()
         results = await asyncio.gather(*(_settle(live, timeout_s) for live in lives))
         await self._checkpoint_all([live for live in lives if live.ending is None], force=True)
         return sum(results)

@@ -138,6 +138,7 @@ class Session:
                 resume_covered=saved.covered if saved else start,
                 next_turn_index=saved.turn_index if saved else 0,
                 flush_seq=saved.flush_seq if saved else 0,
+                resumed=saved is not None,
             )
             if saved is not None:
                 stream.stats.finals = saved.finals

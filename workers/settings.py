@@ -48,6 +48,12 @@ class Settings(BaseModel):
     idle_timeout_s: float = Field(300.0, gt=0, description="close a session with no input")
     idle_flush_s: float = Field(2.0, gt=0, description="flush a quiet session after this")
     max_uncovered_s: float = Field(30.0, gt=0, description="force a flush beyond this")
+    silence_flush_after_s: float = Field(
+        5.0, gt=0, description="flush at the next silence once this much audio is uncovered"
+    )
+    silence_flush_ms: int = Field(
+        300, ge=10, description="trailing silence (local VAD) that makes a flush point"
+    )
     end_timeout_s: float = Field(
         10.0,
         gt=0,
@@ -59,8 +65,16 @@ class Settings(BaseModel):
         gt=0,
         description="rebalance drain bound: how long revoked sessions may flush before closing",
     )
+    session_timeout_s: float = Field(
+        30.0,
+        ge=6,
+        le=300,
+        description="Kafka consumer session timeout: how soon a dead worker's partitions move",
+    )
     checkpoint_interval_s: float = Field(
-        1.0, gt=0, description="write a session's checkpoint at most this often"
+        1.0,
+        gt=0,
+        description="checkpoint quiet sessions this often (upstream progress checkpoints at once)",
     )
     connect_timeout_s: float = Field(10.0, gt=0, description="upstream handshake timeout")
     ping_interval_s: float = Field(20.0, gt=0, description="client ping interval (s)")

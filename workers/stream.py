@@ -40,6 +40,7 @@ from schemas.wire import (
     WireWord,
 )
 from workers.frames import FrameAligner
+from workers.vad import SilenceTracker
 
 Event = TranscriptEvent | TurnEvent | SessionEvent
 MAX_FRAME_BYTES = 64 * 1024  # one WebSocket message at most; replay is cut into these
@@ -70,6 +71,7 @@ class StreamStats:
     reconnects: int = 0
     connections: int = 0
     flushes_confirmed: int = 0
+    max_uncovered: int = 0  # frames: the most audio this stream held uncovered
 
 
 @dataclass
@@ -85,6 +87,7 @@ class ChannelStream:
     # A resumed stream (takeover from a checkpoint): audio before this session
     # frame is already covered; it is decoded again but neither kept nor sent.
     resume_covered: int = 0
+    resumed: bool = False
     flush_seq: int = 0
     frames_in: int = field(init=False)
     covered: int = field(init=False)
@@ -98,7 +101,9 @@ class ChannelStream:
         self.durable_finals = self.stats.finals
         self._audio = bytearray()  # frames [covered, frames_in)
         self._aligner = FrameAligner(self.frame_bytes)
+        self._silence = SilenceTracker(self.rate, self.params.encoding, self.params.channels)
         self._conn_base: int | None = None
+        self._connected_here = False
         self._sent = self.covered
         self._flushes: list[_Flush] = []
         self._turn = _Turn(index=self.next_turn_index, base_ms=self.to_ms(self.covered))
@@ -135,6 +140,21 @@ class ChannelStream:
         return self.frames_in - self.covered
 
     @property
+    def trailing_silence_ms(self) -> int:
+        """How much silence ends the audio pushed so far (local VAD)."""
+        return self._silence.trailing_ms
+
+    def flushable_at_silence(self, min_silence_ms: int) -> bool:
+        """True when a flush now would cut no word (the tail is silent), leave
+        no turn half done (turns: a flush ends the turn) and cover something."""
+        return (
+            self.uncovered_frames > 0
+            and not self._flushes
+            and self.trailing_silence_ms >= min_silence_ms
+            and not (self.params.endpoint == "turns" and self._turn.open)
+        )
+
+    @property
     def turn_open(self) -> bool:
         return self._turn.open
 
@@ -147,12 +167,14 @@ class ChannelStream:
     def push(self, audio: bytes) -> int:
         """Append audio in the upstream encoding; returns the new ``frames_in``."""
         whole = self._aligner.take(audio)
+        self._silence.feed(whole)
         skip = min(len(whole) // self.frame_bytes, max(0, self.covered - self.frames_in))
         if skip:  # resumed: this audio was covered before the takeover
             self.frames_in += skip
             whole = whole[skip * self.frame_bytes :]
         self._audio += whole
         self.frames_in += len(whole) // self.frame_bytes
+        self.stats.max_uncovered = max(self.stats.max_uncovered, self.frames_in - self.covered)
         return self.frames_in
 
     def request_flush(self, *, user: bool) -> str:
@@ -193,6 +215,9 @@ class ChannelStream:
         for flush in self._flushes:
             flush.sent = False  # the new connection must finalize them again
         first = self.stats.connections == 0
+        if self.resumed and not self._connected_here:
+            reason = "takeover"  # the first connection after another worker's checkpoint
+        self._connected_here = True
         self.stats.connections += 1
         if not first:
             self.stats.reconnects += 1

@@ -188,6 +188,51 @@ async def produce_sessions(
         await producer.stop()
 
 
+async def produce_live(
+    stack: Stack, sessions: dict[str, list[Chunk]], *, chunk_s: float, speed: float = 1.0
+) -> None:
+    """Produce like live calls: one chunk of every session per ``chunk_s`` of
+    audio, paced at ``speed`` times real time (a schedule, not a wait)."""
+    producer = AIOKafkaProducer(**client_kwargs(stack.kafka), acks="all")
+    await producer.start()
+    try:
+        start = time.monotonic()
+        longest = max(len(chunks) for chunks in sessions.values())
+        for i in range(longest):
+            due = start + i * chunk_s / speed
+            await asyncio.sleep(max(0.0, due - time.monotonic()))
+            futures = [
+                await producer.send(
+                    stack.audio_topic, c[i].value, key=sid.encode(), headers=list(c[i].headers)
+                )
+                for sid, c in sessions.items()
+                if i < len(c)
+            ]
+            await asyncio.gather(*futures)
+    finally:
+        await producer.stop()
+
+
+def keys_on_partitions(stem: str, partitions: int, per_partition: int = 1) -> list[str]:
+    """Session ids that the default partitioner spreads evenly: ``per_partition``
+    on each partition, so every worker of a group owns some."""
+    from aiokafka.partitioner import DefaultPartitioner
+
+    choose = DefaultPartitioner()
+    everything = list(range(partitions))
+    wanted = {p: per_partition for p in everything}
+    found: list[str] = []
+    n = 0
+    while any(wanted.values()):
+        key = f"{stem}-{n}"
+        n += 1
+        partition = choose(key.encode(), everything, everything)
+        if wanted[partition]:
+            wanted[partition] -= 1
+            found.append(key)
+    return found
+
+
 def _interleaved(sessions: dict[str, list[Chunk]]) -> list[tuple[str, Chunk]]:
     longest = max(len(chunks) for chunks in sessions.values())
     return [
@@ -207,6 +252,7 @@ class Received:
     topic: str
     event: Event
     headers: dict[str, bytes]
+    at: float = field(default_factory=time.monotonic)  # when this test read it
 
 
 class Outputs:
@@ -300,6 +346,8 @@ __all__ = [
     "WorkerProcess",
     "dlq_records",
     "free_port",
+    "keys_on_partitions",
+    "produce_live",
     "produce_sessions",
     "session_records",
     "signal",

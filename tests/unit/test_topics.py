@@ -48,6 +48,7 @@ def test_topic_names_without_prefix_are_the_contract_names() -> None:
         "stt.turns",
         "stt.sessions",
         "stt.audio.dlq",
+        "stt.checkpoints",
     )
 
 
@@ -70,7 +71,11 @@ def test_defaults_retention_and_sizes() -> None:
     assert specs["stt.audio"].configs["retention.ms"] == str(7 * DAY_MS)
     assert specs["stt.transcripts"].configs["retention.ms"] == str(7 * DAY_MS)
     assert specs[AUDIO_DLQ].configs["retention.ms"] == str(30 * DAY_MS)
-    assert all(s.configs["cleanup.policy"] == "delete" for s in specs.values())
+    assert all(
+        s.configs["cleanup.policy"] == "delete" for n, s in specs.items() if n != "stt.checkpoints"
+    )
+    # The checkpoints are a table: only the last entry per session matters.
+    assert specs["stt.checkpoints"].configs["cleanup.policy"] == "compact"
     # A dead letter is the input record plus headers: it must fit.
     audio_max = int(specs["stt.audio"].configs["max.message.bytes"])
     assert int(specs[AUDIO_DLQ].configs["max.message.bytes"]) > audio_max
@@ -131,7 +136,7 @@ def test_config_drift_is_fixable() -> None:
     assert (drift.kind, drift.key, drift.actual) == (DriftKind.CONFIG, "retention.ms", "1000")
     assert drift.fixable()
     assert config_fixes(plan.drift) == {"stt.audio": {"retention.ms": str(7 * DAY_MS)}}
-    assert len(plan.create) == 4
+    assert len(plan.create) == 5
 
 
 def test_unset_config_is_drift() -> None:

@@ -485,25 +485,16 @@ class Registry:
         every ``checkpoint_interval_s`` unless ``force``), then let its records
         below the checkpoint be acked: never the other way round."""
         runner = live.oldest
-        position = runner.session.position()
-        if position is None or runner.failed is not None:
+        if runner.failed is not None:
             return
         earlier = [s for r in live.earlier for s in r.session.streams]
-        checkpoint = Checkpoint(
-            session_id=runner.session.session_id,
-            partition=live.partition,
-            offset=position.offset,
-            record_byte=position.record_byte,
-            resume_byte=position.resume_byte,
-            resume_frame=position.resume_frame,
-            header=position.header,
-            config=runner.session.config,
-            config_start_ms=runner.session.start_ms,
-            streams=position.streams,
+        checkpoint = runner.session.checkpoint(
+            live.partition,
             prior_finals=live.prior_finals + sum(s.durable_finals for s in earlier),
             prior_reconnects=live.prior_reconnects + sum(s.stats.reconnects for s in earlier),
-            updated_at=time.time(),
         )
+        if checkpoint is None:
+            return
         if not checkpoint.same_position(live.checkpoint):
             now = time.monotonic()
             if not force and now - live.checkpoint_at < self._settings.checkpoint_interval_s:
@@ -698,12 +689,7 @@ class Registry:
         lives = {sid: live for sid, live in self._sessions.items() if live.partition in partitions}
         settled = await self._quiesce(list(lives.values()), timeout_s)
         for session_id, live in lives.items():
-            if live.ending is not None:
-                live.ending.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await live.ending
-            for runner in (*live.retiring, live.runner):
-                await runner.stop()
+            await _close(live)
             live.span.end()
             if self._sessions.get(session_id) is live:
                 del self._sessions[session_id]
@@ -755,13 +741,18 @@ class Registry:
     async def shutdown(self) -> None:
         """Stop every session (a drain that flushes first is the caller's choice)."""
         for live in list(self._sessions.values()):
-            if live.ending is not None:
-                live.ending.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await live.ending
-            for runner in (*live.retiring, live.runner):
-                await runner.stop()
+            await _close(live)
         self._sessions.clear()
+
+
+async def _close(live: _Live) -> None:
+    """Cancel a pending end and stop every runner of the session."""
+    if live.ending is not None:
+        live.ending.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await live.ending
+    for runner in (*live.retiring, live.runner):
+        await runner.stop()
 
 
 async def _settle(live: _Live, timeout_s: float) -> bool:

@@ -13,6 +13,7 @@ may be committed past it (ARCHITECTURE.md, "Delivery").
 
 from __future__ import annotations
 
+import time
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -262,6 +263,29 @@ class Session:
             or self._resumed
         )
         return Position(offset, record_byte, byte, frame, header, streams)
+
+    def checkpoint(
+        self, partition: int, *, prior_finals: int = 0, prior_reconnects: int = 0
+    ) -> Checkpoint | None:
+        """The checkpoint of :meth:`position` (None before the first record)."""
+        position = self.position()
+        if position is None:
+            return None
+        return Checkpoint(
+            session_id=self.session_id,
+            partition=partition,
+            offset=position.offset,
+            record_byte=position.record_byte,
+            resume_byte=position.resume_byte,
+            resume_frame=position.resume_frame,
+            header=position.header,
+            config=self.config,
+            config_start_ms=self.start_ms,
+            streams=position.streams,
+            prior_finals=prior_finals,
+            prior_reconnects=prior_reconnects,
+            updated_at=time.time(),
+        )
 
     def _pending(self, flush_id: str) -> bool:
         return any(s.is_pending(flush_id) for s in self.streams)

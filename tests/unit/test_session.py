@@ -125,21 +125,10 @@ def test_end_record_is_never_done_while_the_session_is_open() -> None:
     assert (position.offset, position.record_byte) == (2, 1600)
 
 
-def _checkpoint(session: Session, session_id: str = "s") -> Checkpoint:
-    position = session.position()
-    assert position is not None
-    return Checkpoint(
-        session_id=session_id,
-        partition=0,
-        offset=position.offset,
-        record_byte=position.record_byte,
-        resume_byte=position.resume_byte,
-        resume_frame=position.resume_frame,
-        header=position.header,
-        config=session.config,
-        config_start_ms=session.start_ms,
-        streams=position.streams,
-    )
+def _checkpoint(session: Session) -> Checkpoint:
+    checkpoint = session.checkpoint(0)
+    assert checkpoint is not None
+    return checkpoint
 
 
 def _sent_audio(stream: ChannelStream) -> bytes:

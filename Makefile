@@ -33,8 +33,13 @@ test-integration: install helm-tools
 test-e2e: install
 	$(BIN)/pytest tests/e2e
 
-bench: install
-	@test -f bench/__main__.py || { echo "make bench: the benchmark harness (bench/) is not built yet" >&2; exit 1; }
+# The benchmark extra (matplotlib for the plots, py-spy for the profile) is
+# installed on top of the dev install; `make bench` rewrites docs/BENCHMARKS.md.
+$(BIN)/py-spy: $(BIN)/reson8-kafka
+	$(BIN)/pip install -q -e '.[dev,bench]'
+	touch $@
+
+bench: install $(BIN)/py-spy
 	$(BIN)/python -m bench
 
 demo: install

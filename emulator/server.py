@@ -21,9 +21,9 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import parse_qsl, urlsplit
 
 from websockets.asyncio.server import Server, ServerConnection, serve
@@ -39,7 +39,7 @@ from emulator.protocol import Action, Close, Connection, Drop, Hang, Send, creat
 from schemas.wire import ENDPOINTS, PATH_PREFIX, TOKEN_PATH, InvalidParameter, StreamParams
 from workers.errors import ConfigError
 
-__all__ = ["EmulatorConfig", "EmulatorServer", "SessionStats"]
+__all__ = ["EmulatorConfig", "EmulatorObserver", "EmulatorServer", "SessionStats"]
 
 log = logging.getLogger("emulator")
 
@@ -53,6 +53,8 @@ class EmulatorConfig:
     ``custom_model_id`` values accepted (any other is refused with 400). ``max_sessions`` None means
     no limit. ``ping_interval``/``ping_timeout``/``close_timeout`` are seconds
     (None disables). ``clock`` drives token expiry (inject one in tests).
+    ``observer`` (optional) is told of every audio frame received and every
+    text frame sent, e.g. to time them.
     """
 
     host: str = "127.0.0.1"
@@ -66,9 +68,24 @@ class EmulatorConfig:
     ping_timeout: float | None = 20.0
     close_timeout: float | None = 5.0
     utterance_end_ms: int = 300
-    custom_models: tuple[str, ...] = ()
+    custom_models: Collection[str] = ()
     faults: Faults = field(default_factory=Faults)
     clock: Callable[[], float] = time.monotonic
+    observer: EmulatorObserver | None = None
+
+
+class EmulatorObserver(Protocol):
+    """Sees every frame of every accepted session as it crosses the socket.
+
+    The benchmarks use it to time audio arrival and transcript departure
+    (``bench/``). Called on the event loop: keep it to an append.
+    """
+
+    def audio_received(self, stats: SessionStats, nbytes: int) -> None:
+        """A binary frame of ``nbytes`` arrived (before it is decoded)."""
+
+    def frame_sent(self, stats: SessionStats, frame: str) -> None:
+        """The text ``frame`` was just written to the socket."""
 
 
 @dataclass
@@ -328,7 +345,7 @@ class EmulatorServer:
         )
         self.sessions.append(stats)
         self._notify()
-        outbox = _Outbox(ws, accepted.faults.delay_ms / 1000, stats)
+        outbox = _Outbox(ws, accepted.faults.delay_ms / 1000, stats, self.config.observer)
         accepted.handled = True
         connection = accepted.connection
         try:
@@ -362,9 +379,12 @@ class EmulatorServer:
     async def _pump(
         self, ws: ServerConnection, connection: Connection, outbox: _Outbox, stats: SessionStats
     ) -> None:
+        observer = self.config.observer
         try:
             async for message in ws:
                 stats.frames_received += 1
+                if observer is not None and not isinstance(message, str):
+                    observer.audio_received(stats, len(message))
                 if isinstance(message, str):
                     actions = await asyncio.to_thread(connection.receive_text, message)
                 else:
@@ -423,8 +443,15 @@ class _Refusal(Exception):
 class _Outbox:
     """Sends frames in order, each ``delay_s`` after it was queued (fault ``delay_ms``)."""
 
-    def __init__(self, ws: ServerConnection, delay_s: float, stats: SessionStats) -> None:
+    def __init__(
+        self,
+        ws: ServerConnection,
+        delay_s: float,
+        stats: SessionStats,
+        observer: EmulatorObserver | None = None,
+    ) -> None:
         self._ws = ws
+        self._observer = observer
         self._delay = delay_s
         self._stats = stats
         self._loop = asyncio.get_running_loop()
@@ -452,6 +479,8 @@ class _Outbox:
                     await asyncio.sleep(wait)  # the injected delay itself
                 await self._ws.send(frame)
                 self._stats.messages_sent += 1
+                if self._observer is not None:
+                    self._observer.frame_sent(self._stats, frame)
             except ConnectionClosed:
                 pass
             finally:

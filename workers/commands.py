@@ -74,5 +74,10 @@ def run_worker(args: argparse.Namespace) -> int:
     app = create_app(settings)
     logging.getLogger("workers").setLevel(settings.log_level.upper())
     worker = faust.Worker(app, loglevel=settings.log_level, quiet=True)
+    # faust's terminal spinner sets the root logger to DEBUG (Worker.
+    # _setup_spinner_handler), so every debug call in aiokafka, websockets and
+    # faust builds a LogRecord that no handler prints: ~6 % of the worker's CPU
+    # under load (docs/BENCHMARKS.md, profile). No spinner: the level stays.
+    worker.spinner = None
     worker.execute_from_commandline()
     return 0  # pragma: no cover - execute_from_commandline exits

@@ -24,6 +24,7 @@ from bench import procstat
 from topology.admin import apply_topology
 from topology.connection import KafkaSettings
 from topology.topics import build_topology
+from workers.probe import http_status
 
 REPO = Path(__file__).resolve().parents[1]
 CLI = [sys.executable, "-m", "workers.cli"]
@@ -137,22 +138,6 @@ def worker_env(
         "RESON8_KAFKA_DATADIR": str(datadir),
         "RESON8_KAFKA_LOG_LEVEL": "warning",
     }
-
-
-async def http_status(port: int, path: str) -> int | None:
-    """Status of ``GET path`` on 127.0.0.1:``port`` (None if nothing answers)."""
-    try:
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    except OSError:
-        return None
-    writer.write(f"GET {path} HTTP/1.0\r\nHost: x\r\n\r\n".encode())
-    await writer.drain()
-    line = await reader.readline()
-    writer.close()
-    with contextlib.suppress(OSError):
-        await writer.wait_closed()
-    parts = line.split()
-    return int(parts[1]) if len(parts) > 1 else None
 
 
 async def wait_ready(child: Child, web_port: int, timeout_s: float = 60.0) -> None:

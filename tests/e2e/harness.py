@@ -9,7 +9,6 @@ with :class:`Outputs` until a condition holds (never a fixed sleep).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import signal
 import socket
@@ -27,6 +26,7 @@ from schemas.events import SessionEvent, TranscriptEvent, TurnEvent, parse_event
 from topology.admin import apply_topology
 from topology.connection import KafkaSettings, client_kwargs
 from topology.topics import build_topology
+from workers.probe import http_status
 
 REPO = Path(__file__).resolve().parents[2]
 Event = TranscriptEvent | TurnEvent | SessionEvent
@@ -100,24 +100,10 @@ class WorkerProcess:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             self._check_alive()
-            if await self._get("/ready") == 200:
+            if await http_status(self.web_port, "/ready") == 200:
                 return
             await asyncio.sleep(0.2)
         raise AssertionError(f"worker not ready in {timeout_s}s; log: {self.log_tail()}")
-
-    async def _get(self, path: str) -> int | None:
-        try:
-            reader, writer = await asyncio.open_connection("127.0.0.1", self.web_port)
-        except OSError:
-            return None
-        writer.write(f"GET {path} HTTP/1.0\r\nHost: x\r\n\r\n".encode())
-        await writer.drain()
-        line = await reader.readline()
-        writer.close()
-        with contextlib.suppress(OSError):
-            await writer.wait_closed()
-        parts = line.split()
-        return int(parts[1]) if len(parts) > 1 else None
 
     def _check_alive(self) -> None:
         if self.proc is not None and self.proc.poll() is not None:

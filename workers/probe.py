@@ -1,0 +1,27 @@
+"""Client side of the worker's HTTP endpoints (``/healthz``, ``/ready``), for
+whatever starts a worker and waits for it (test harness, benchmarks).
+
+A bare HTTP/1.0 request on a socket: no client library, and a worker that is
+not listening yet is an answer (None), not an error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+
+async def http_status(port: int, path: str, host: str = "127.0.0.1") -> int | None:
+    """Status code of ``GET path`` on ``host:port``; None if nothing answers."""
+    try:
+        reader, writer = await asyncio.open_connection(host, port)
+    except OSError:
+        return None
+    writer.write(f"GET {path} HTTP/1.0\r\nHost: {host}\r\n\r\n".encode())
+    await writer.drain()
+    line = await reader.readline()
+    writer.close()
+    with contextlib.suppress(OSError):
+        await writer.wait_closed()
+    parts = line.split()
+    return int(parts[1]) if len(parts) > 1 else None

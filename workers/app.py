@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import faust
+from faust.types import TP
 from faust.web import Request, Response, View
 
 from topology.connection import KafkaSettings
@@ -48,24 +49,17 @@ class _ConsumerOffsets:
     """Committed offset and high-water mark of ``stt.audio`` partitions."""
 
     def __init__(self, app: faust.App, topic: str) -> None:
-        self._app, self._topic = app, topic
+        self._app, self.topic = app, topic
 
     def committed(self, partition: int) -> int | None:
         consumer: Any = self._app.consumer
-        tp = _tp(self._topic, partition)
-        value = consumer._committed_offset.get(tp)  # faust has no public getter
+        value = consumer._committed_offset.get(TP(self.topic, partition))  # no public getter
         return None if value is None else int(value)
 
     def highwater(self, partition: int) -> int | None:
         consumer: Any = self._app.consumer
-        value = consumer.highwater(_tp(self._topic, partition))
+        value = consumer.highwater(TP(self.topic, partition))
         return None if value is None else int(value)
-
-
-def _tp(topic: str, partition: int) -> Any:
-    from faust.types import TP
-
-    return TP(topic, partition)
 
 
 def _broker_urls(bootstrap: str) -> list[str]:
@@ -93,13 +87,14 @@ class WorkerApp:
             KafkaSettings.from_env().with_bootstrap(settings.bootstrap_servers),
         )
         source = settings.topic("stt.audio")
+        self.offsets = _ConsumerOffsets(self.app, source)
         self.registry = Registry(
             settings,
             _ProducerSink(self.app),
             self._ack,
             self.telemetry,
             checkpoints=self.checkpoints,
-            offsets=_ConsumerOffsets(self.app, source),
+            offsets=self.offsets,
         )
         self.audio = self.app.topic(
             source,
@@ -144,12 +139,11 @@ class WorkerApp:
 
     async def _observe_lag(self) -> None:
         consumer: Any = self.app.consumer
-        for tp in consumer.assignment():
-            high = consumer.highwater(tp)
-            committed = consumer._committed_offset.get(tp)  # faust has no public getter
+        for partition in self._partitions(consumer.assignment()):
+            high = self.offsets.highwater(partition)
             if high is not None:
-                lag = max(0, high - (committed or 0))
-                self.telemetry.set_lag(f"{tp.topic}:{tp.partition}", lag)
+                lag = max(0, high - (self.offsets.committed(partition) or 0))
+                self.telemetry.set_lag(f"{self.offsets.topic}:{partition}", lag)
 
     def _partitions(self, tps: set[Any]) -> set[int]:
         source = self.audio.get_topic_name()

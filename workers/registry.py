@@ -45,7 +45,7 @@ from schemas.events import (
 from workers.checkpoint import Checkpoint
 from workers.errors import InputError
 from workers.pump import SessionRunner
-from workers.session import Session
+from workers.session import Session, stream_rate
 from workers.settings import Settings
 from workers.stream import Event
 from workers.telemetry import Telemetry
@@ -564,7 +564,7 @@ class Registry:
         idle on its previous owner's watch. Emit what that owner would have."""
         finals = saved.prior_finals + sum(s.finals for s in saved.streams)
         reconnects = saved.prior_reconnects + sum(s.reconnects for s in saved.streams)
-        rate = self._upstream_rate if saved.config.encoding == "auto" else saved.config.sample_rate
+        rate = stream_rate(saved.config, self._upstream_rate)
         await self._sink.send(
             self._topics["session"],
             saved.session_id.encode(),

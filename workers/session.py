@@ -31,6 +31,12 @@ SNIFF_BYTES = 12  # sniff_container needs this many bytes
 _SAMPLE_WIDTH = {"pcm_s16le": 2, "mulaw": 1, "alaw": 1}
 
 
+def stream_rate(config: SessionConfig, upstream_rate: int) -> int:
+    """Sample rate of a session's upstream streams: decoded containers are
+    resampled to ``upstream_rate``, raw audio passes through at its own."""
+    return upstream_rate if config.encoding == "auto" else config.sample_rate
+
+
 @dataclass
 class _Mark:
     """One fed record: its input bytes and what must happen before it is done."""
@@ -83,7 +89,7 @@ class Session:
         self._split = config.channel_mode == "split"
         self._decoder: ContainerDecoder | None = None
         self._prefix: bytes | None = b""  # first bytes of a container, until it is recognised
-        self._rate = upstream_rate if config.encoding == "auto" else config.sample_rate
+        self._rate = stream_rate(config, upstream_rate)
         self._epoch_frame = start_ms * self._rate // 1000
         # where decoding (re)started: input byte, session frame, container header
         self._origin = (0, self._epoch_frame, b"")
@@ -147,11 +153,6 @@ class Session:
                 stream.stats.reconnects = saved.reconnects
                 stream.events_emitted()
             self.streams.append(stream)
-
-    @property
-    def ready(self) -> bool:
-        """False until a split container's channel count is known (first audio)."""
-        return bool(self.streams)
 
     # ------------------------------------------------------------------ input
 

@@ -127,10 +127,6 @@ class ChannelStream:
         return ms * self.rate // 1000
 
     @property
-    def connected_now(self) -> bool:
-        return self._conn_base is not None
-
-    @property
     def sent_frames(self) -> int:
         """Session frame up to which the current connection has been sent audio."""
         return self._sent
@@ -359,18 +355,6 @@ class ChannelStream:
             flush_id=flush_id,
             position_ms=self.to_ms(position),
         )
-
-    def settle_flushes_locally(self) -> list[Event]:
-        """Confirm flushes whose audio is already covered (nothing left to finalize).
-
-        Called when there is no connection to ask, e.g. a flush of a silent tail
-        that a final has since covered.
-        """
-        events: list[Event] = []
-        for flush in list(self._flushes):
-            if flush.frame <= self.covered:
-                events.extend(self._on_flush_confirmation(flush.flush_id))
-        return events
 
     # ------------------------------------------------------------------ turns
 

@@ -7,16 +7,21 @@ globals). Faust settings that the delivery contract depends on:
   once covered, so the committed offset never passes uncovered audio;
 - ``stream_wait_empty=False``: held (unacked) records must not stall a
   rebalance or a shutdown (ARCHITECTURE.md, "Delivery");
-- ``consumer_auto_offset_reset='earliest'``: a new group reads what is there.
+- ``consumer_auto_offset_reset='earliest'``: a new group reads what is there;
+- ``producer_max_request_size``: at least the largest dead letter (checked
+  against the dead-letter topic's ``max.message.bytes`` at start-up).
 
 ``/healthz`` answers while the process runs; ``/ready`` is false while the
-consumer group rebalances or checkpoints load, or before partitions are assigned.
+consumer group rebalances or checkpoints load, or before partitions are
+assigned; ``/metrics`` is the Prometheus exposition (``workers.telemetry``).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
+from collections.abc import Awaitable
 from pathlib import Path
 from typing import Any
 
@@ -25,24 +30,32 @@ from faust.types import TP
 from faust.web import Request, Response, View
 
 from topology.connection import KafkaSettings
+from workers import redact
 from workers.checkpoint_log import CheckpointLog
-from workers.registry import Headers, Record, Registry
+from workers.publisher import Headers, OutputTopics, Publisher, Record
+from workers.registry import Registry
 from workers.settings import Settings
-from workers.telemetry import Telemetry
+from workers.telemetry import SCRAPE_CONTENT_TYPE, Telemetry
 
 log = logging.getLogger(__name__)
+LOOP_PROBE_S = 0.25  # how often the event-loop lag is sampled
 
 
-class _ProducerSink:
-    """Registry sink on the app's producer: waits for the broker's ack."""
+class _FaustProducer:
+    """The publisher's producer on the app's own (Faust) producer."""
 
     def __init__(self, app: faust.App) -> None:
         self._app = app
 
     async def send(
-        self, topic: str, key: bytes | None, value: bytes | None, headers: Headers
-    ) -> None:
-        await self._app.producer.send_and_wait(topic, key, value, None, None, headers)
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes | None,
+        headers: Headers,
+        partition: int | None = None,
+    ) -> Awaitable[Any]:
+        return await self._app.producer.send(topic, key, value, partition, None, headers)
 
 
 class _ConsumerOffsets:
@@ -75,22 +88,37 @@ class WorkerApp:
     """Wires the registry into a Faust app (agent, timers, signals, web views)."""
 
     def __init__(self, settings: Settings, *, datadir: Path | None = None) -> None:
+        redact.install([settings.api_key.get_secret_value(), *_kafka_secrets()])
         self.settings = settings
         self.app = _faust_app(settings, datadir)
         self.telemetry = Telemetry(
-            settings.telemetry_exporter, settings.service_name, settings.otlp_endpoint
+            settings.telemetry_exporter,
+            settings.service_name,
+            settings.otlp_endpoint,
+            uncovered_bound_s=settings.max_uncovered_s,
         )
         self._stream: Any = None
+        self.publisher = Publisher(
+            _FaustProducer(self.app),
+            self.telemetry,
+            OutputTopics(
+                transcripts=settings.topic("stt.transcripts"),
+                turns=settings.topic("stt.turns"),
+                sessions=settings.topic("stt.sessions"),
+                dead_letters=settings.topic("stt.audio.dlq"),
+            ),
+            max_record_bytes=settings.producer_max_request_bytes,
+        )
         self.checkpoints = CheckpointLog(
             settings.topic("stt.checkpoints"),
-            self._send_to_partition,
+            self.publisher.record,
             KafkaSettings.from_env().with_bootstrap(settings.bootstrap_servers),
         )
         source = settings.topic("stt.audio")
         self.offsets = _ConsumerOffsets(self.app, source)
         self.registry = Registry(
             settings,
-            _ProducerSink(self.app),
+            self.publisher,
             self._ack,
             self.telemetry,
             checkpoints=self.checkpoints,
@@ -103,20 +131,19 @@ class WorkerApp:
             key_serializer="raw",
             value_serializer="raw",
         )
+        self.max_loop_lag_s = 0.0
+        self._rebalance_started: float | None = None
         self.app.agent(self.audio, name="transcribe")(self._transcribe)
         self.app.timer(0.5)(self.registry.tick)
         self.app.timer(5.0)(self._observe_lag)
-        self.app.task(self.registry.run_acker)
+        self.app.task(self.registry.checkpointer.run)
+        self.app.task(self._watch_loop)
+        self.app.task(self._check_dead_letter_limit)
         self.app.on_partitions_revoked.connect(self._on_revoked)  # type: ignore[arg-type]
         self.app.on_partitions_assigned.connect(self._on_assigned)  # type: ignore[arg-type]
         self.app.on_before_shutdown.connect(self._on_shutdown)  # type: ignore[arg-type]
         self.app.drain = self._drain
         self._register_views()
-
-    async def _send_to_partition(
-        self, topic: str, key: bytes, value: bytes | None, partition: int
-    ) -> None:
-        await self.app.producer.send_and_wait(topic, key, value, partition, None, None)
 
     async def _ack(self, event: Any) -> None:
         await self._stream.ack(event)
@@ -125,6 +152,7 @@ class WorkerApp:
         self._stream = manual = stream.noack()
         async for event in manual.events():
             message = event.message
+            stamp = message.timestamp
             await self.registry.handle(
                 Record(
                     topic=message.topic,
@@ -133,6 +161,7 @@ class WorkerApp:
                     key=message.key,
                     value=message.value,
                     headers=list(message.headers or []),
+                    timestamp_ms=int(stamp * 1000) if stamp else None,
                     handle=event,
                 )
             )
@@ -145,14 +174,52 @@ class WorkerApp:
                 lag = max(0, high - (self.offsets.committed(partition) or 0))
                 self.telemetry.set_lag(f"{self.offsets.topic}:{partition}", lag)
 
+    async def _watch_loop(self) -> None:
+        """Event-loop lag: how late a timer fires (anything blocking the loop shows)."""
+        loop = asyncio.get_running_loop()
+        while True:
+            started = loop.time()
+            await asyncio.sleep(LOOP_PROBE_S)
+            lag = max(0.0, loop.time() - started - LOOP_PROBE_S)
+            self.telemetry.loop_lag.record(lag)
+            if lag > self.max_loop_lag_s:
+                self.max_loop_lag_s = lag
+                if lag > 0.1:
+                    log.warning("event loop was blocked for %.0f ms", lag * 1000)
+            self.telemetry.set_ready(self.ready)
+
+    async def _check_dead_letter_limit(self) -> None:
+        """Align the dead letters' size with what their topic takes (start-up check)."""
+        from topology.admin import admin_client, observe
+
+        topic = self.settings.topic("stt.audio.dlq")
+        kafka = KafkaSettings.from_env().with_bootstrap(self.settings.bootstrap_servers)
+        try:
+            async with admin_client(kafka, timeout_s=15.0) as admin:
+                seen = await observe(admin, [topic])
+        except Exception as exc:  # the worker runs on; the publisher still cuts to fit
+            log.warning("cannot check %s's max.message.bytes: %s", topic, exc)
+            return
+        limit = seen[topic].configs.get("max.message.bytes") if topic in seen else None
+        if limit is not None:
+            self.publisher.limit_dead_letters(int(limit))
+            if int(limit) < self.settings.max_record_bytes + 65536:
+                log.warning(
+                    "%s takes %s bytes per record: dead letters of large records are cut",
+                    topic,
+                    limit,
+                )
+
     def _partitions(self, tps: set[Any]) -> set[int]:
         source = self.audio.get_topic_name()
         return {tp.partition for tp in tps if tp.topic == source}
 
     async def _on_revoked(self, sender: Any, revoked: set[Any], **kwargs: Any) -> None:
+        self._rebalance_started = time.monotonic()
         partitions = self._partitions(revoked)
         await self.registry.revoke(partitions, self.settings.revoke_timeout_s)
         self.checkpoints.forget(partitions)
+        self.telemetry.forget_lag(f"{self.offsets.topic}:{p}" for p in partitions)
 
     async def _on_assigned(self, sender: Any, assigned: set[Any], **kwargs: Any) -> None:
         """Load the checkpoints of the new partitions; their records wait for it."""
@@ -167,6 +234,9 @@ class WorkerApp:
             found,
             time.monotonic() - started,
         )
+        began = self._rebalance_started or started
+        self.telemetry.rebalanced(time.monotonic() - began)
+        self._rebalance_started = None
 
     async def _drain(self) -> None:
         await self.registry.drain(self.settings.drain_timeout_s)
@@ -176,19 +246,37 @@ class WorkerApp:
         await self.checkpoints.close()
         self.telemetry.shutdown()
 
+    @property
+    def ready(self) -> bool:
+        return _is_ready(self.app) and not self.registry.loading
+
     def _register_views(self) -> None:
-        registry, app = self.registry, self.app
+        worker, app = self, self.app
 
         @app.page("/healthz")
         class Health(View):
             async def get(self, request: Request) -> Response:
-                return self.json({"status": "ok", "sessions": registry.active})
+                return self.json(
+                    {
+                        "status": "ok",
+                        "sessions": worker.registry.active,
+                        "max_loop_lag_s": round(worker.max_loop_lag_s, 4),
+                    }
+                )
 
         @app.page("/ready")
         class Ready(View):
             async def get(self, request: Request) -> Response:
-                ready = _is_ready(app) and not registry.loading
+                ready = worker.ready
+                worker.telemetry.set_ready(ready)
                 return self.json({"ready": ready}, status=200 if ready else 503)
+
+        @app.page("/metrics")
+        class Metrics(View):
+            async def get(self, request: Request) -> Response:
+                return self.bytes(
+                    worker.telemetry.scrape(), content_type=SCRAPE_CONTENT_TYPE.split(";")[0]
+                )
 
 
 class _DrainingApp(faust.App):
@@ -226,6 +314,7 @@ def _faust_app(settings: Settings, datadir: Path | None) -> _DrainingApp:
         broker_session_timeout=settings.session_timeout_s,
         broker_heartbeat_interval=min(3.0, settings.session_timeout_s / 3),
         producer_acks=-1,
+        producer_max_request_size=settings.producer_max_request_bytes,
         web_enabled=True,
         web_bind=settings.web_host,
         web_port=settings.web_port,
@@ -246,6 +335,11 @@ def _is_ready(app: faust.App) -> bool:
         return False
     tables: Any = app.tables
     return bool(tables.recovery.completed.is_set())
+
+
+def _kafka_secrets() -> list[str]:
+    kafka = KafkaSettings.from_env()
+    return [kafka.sasl_password] if kafka.sasl_password else []
 
 
 def _credentials() -> Any:

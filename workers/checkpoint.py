@@ -7,15 +7,18 @@ has passed some of a session's records, the table says how to go on
 
 - records of the session below :attr:`Checkpoint.offset` are done; the first
   one at or above it begins at input byte :attr:`~Checkpoint.record_byte`;
-- decoding restarts at input byte :attr:`~Checkpoint.resume_byte` (for
-  containers: after feeding :attr:`~Checkpoint.header` to a fresh decoder)
-  and its first audio is session frame :attr:`~Checkpoint.resume_frame`;
+- decoding restarts at :attr:`~Checkpoint.restart` (a
+  :class:`~workers.restart.RestartPoint`: the input byte, for containers
+  after feeding its header to a fresh decoder, and the session frame of its
+  first audio);
 - per stream, audio before ``covered`` is decoded again but not sent (its
   finals were emitted), and the turn index, flush sequence and counters go on.
 
-``state='ended'`` marks a session whose ``session_ended`` was emitted: its
-records below ``offset`` are skipped, and the entry is deleted (tombstoned)
-once the committed offset has passed them.
+``state='ended'`` marks a session whose ``session_ended`` was emitted and
+``state='failed'`` one whose ``session_failed`` was: its records below
+``offset`` are skipped, and the entry is deleted (tombstoned) once the
+committed offset has passed them. A new owner dead-letters the later records
+of a failed session (code ``session_failed``) like the worker that saw it fail.
 
 Byte positions count the session's input since its current configuration
 began (a configuration change starts a new decoder at byte 0).
@@ -23,26 +26,14 @@ began (a configuration change starts a new decoder at byte 0).
 
 from __future__ import annotations
 
-import base64
-from typing import Annotated, Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, PlainSerializer
+from pydantic import BaseModel, ConfigDict, model_validator
 
 from schemas.envelope import SessionConfig
+from workers.restart import RestartPoint
 
-
-def _from_base64(value: object) -> object:
-    return base64.b64decode(value, validate=True) if isinstance(value, str) else value
-
-
-# Raw bytes in Python, base64 text in JSON.
-Base64Bytes = Annotated[
-    bytes,
-    BeforeValidator(_from_base64),
-    PlainSerializer(
-        lambda b: base64.b64encode(b).decode("ascii"), return_type=str, when_used="json"
-    ),
-]
+State = Literal["open", "ended", "failed"]
 
 
 class StreamCheckpoint(BaseModel):
@@ -63,15 +54,13 @@ class Checkpoint(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    version: Literal[1] = 1
+    version: Literal[2] = 2
     session_id: str
     partition: int
-    state: Literal["open", "ended"] = "open"
+    state: State = "open"
     offset: int
     record_byte: int = 0
-    resume_byte: int = 0
-    resume_frame: int = 0
-    header: Base64Bytes = b""
+    restart: RestartPoint = RestartPoint()
     config: SessionConfig
     config_start_ms: int = 0
     streams: tuple[StreamCheckpoint, ...] = ()
@@ -79,6 +68,25 @@ class Checkpoint(BaseModel):
     prior_finals: int = 0
     prior_reconnects: int = 0
     updated_at: float = 0.0  # wall clock (seconds) of the write, for orphan expiry
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_version_1(cls, data: Any) -> Any:
+        """Version 1 kept the restart point in three flat fields."""
+        if isinstance(data, dict) and data.get("version") in (None, 1) and "restart" not in data:
+            data = dict(data)
+            data["restart"] = {
+                "byte": data.pop("resume_byte", 0),
+                "frame": data.pop("resume_frame", 0),
+                "header": data.pop("header", ""),
+            }
+            data["version"] = 2
+        return data
+
+    @property
+    def closed(self) -> bool:
+        """The session is over (ended or failed): its records below ``offset`` are done."""
+        return self.state != "open"
 
     def to_bytes(self) -> bytes:
         return self.model_dump_json(exclude_defaults=True).encode()

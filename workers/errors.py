@@ -6,9 +6,12 @@
     ├── ConfigError                  bad settings / CLI arguments (not retriable)
     ├── InputError                   a bad input record -> dead-letter topic
     │   └── DecodeError              audio that cannot be demuxed/decoded
-    ├── UpstreamError                the Reson8 connection (session_id, status, close_code)
+    ├── UpstreamError                the Reson8 connection (session_id, status, close_code, reason)
     │   ├── UpstreamRefused          handshake refused with an HTTP status
-    │   └── UpstreamClosed           connection lost after it was open
+    │   ├── UpstreamClosed           connection lost after it was open
+    │   ├── UpstreamProtocolError    a malformed or unexpected server frame
+    │   └── UpstreamStalled          an open connection owed an answer and stayed silent
+    ├── PublishError                 an output record could not be produced (topic, code)
     └── KafkaUnavailable             broker unreachable / topology problems
 
 Foreign errors (``websockets``, ``av``, ``aiokafka``) are translated at the
@@ -66,12 +69,14 @@ class UpstreamError(Reson8KafkaError):
         close_code: int | None = None,
         code: str | None = None,
         retriable: bool | None = None,
+        reason: str | None = None,
     ) -> None:
         super().__init__(message, retriable=retriable)
         self.session_id = session_id
         self.status = status
         self.close_code = close_code
         self.code = code
+        self.reason = reason  # the reconnect reason when no status/close code says it
 
 
 class UpstreamRefused(UpstreamError):
@@ -103,6 +108,32 @@ class UpstreamClosed(UpstreamError):
         self, message: str, *, close_code: int | None = None, session_id: str | None = None
     ) -> None:
         super().__init__(message, close_code=close_code, session_id=session_id, retriable=True)
+
+
+class UpstreamProtocolError(UpstreamError):
+    """The server sent a frame that is not valid protocol. Retriable: the link
+    is replaced and the uncovered audio replayed; repeated ones spend the
+    session's reconnect budget."""
+
+    def __init__(self, message: str, *, session_id: str | None = None) -> None:
+        super().__init__(message, session_id=session_id, retriable=True, reason="protocol_error")
+
+
+class UpstreamStalled(UpstreamError):
+    """An open connection owed an answer (a flush) and sent nothing for too long."""
+
+    def __init__(self, message: str, *, session_id: str | None = None) -> None:
+        super().__init__(message, session_id=session_id, retriable=True, reason="stall")
+
+
+class PublishError(Reson8KafkaError):
+    """An output record could not be produced. ``code`` names why
+    (``too_large``, ``kafka``); ``retriable`` tells whether a new attempt may work."""
+
+    def __init__(self, topic: str, code: str, detail: str, *, retriable: bool) -> None:
+        super().__init__(f"cannot produce to {topic}: {detail}", retriable=retriable)
+        self.topic = topic
+        self.code = code
 
 
 class KafkaUnavailable(Reson8KafkaError):

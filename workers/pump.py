@@ -1,11 +1,18 @@
-"""The asyncio pump around a :class:`~workers.session.Session`.
+"""The asyncio pump around one :class:`~workers.session.Session`.
 
-:class:`SessionRunner` holds one upstream connection per stream, sends what the
-stream says to send, feeds upstream messages back and hands the resulting
-events to an :class:`Emitter`. This is the one loop that owns reconnect
-backoff (STYLE.md, "Retry policy is data"): drops, ping timeouts, 429 and 5xx
-are retried with :class:`~workers.upstream.RetryPolicy`; 400/401/402 fail the
-session with a ``session_failed`` event.
+:class:`SessionPump` feeds the session what happens (records, upstream
+messages, connections opened and lost, the decoder being ready, the time) and
+after every input *services* what the session asks for: it starts one task
+per upstream link, wakes their senders, closes the links the session gives
+up (a stalled one is replaced and its audio replayed), publishes the
+session's outputs in order, and reports dead letters, checkpoint-worthy
+progress and the end to its owner (:class:`PumpOwner`).
+
+The link task is the one loop that sleeps between reconnects (STYLE.md,
+"Retry policy is data"): how long is the session's answer
+(:meth:`~workers.session.Session.connect_delay`). Every task is supervised:
+an unexpected exception fails the session (``session_failed`` with code
+``internal_error``) and is logged; it never escapes into the agent.
 """
 
 from __future__ import annotations
@@ -14,240 +21,306 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections import deque
-from collections.abc import Callable
-from typing import Protocol
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, Protocol
 
-from schemas.events import SessionEvent, TranscriptEvent, event_id
-from schemas.wire import FlushRequest
-from workers.errors import InputError, UpstreamError
-from workers.session import Session
-from workers.stream import ChannelStream, Event
-from workers.upstream import ConnectOptions, RetryPolicy, UpstreamConnection, open_connection
+from opentelemetry.trace import Span
+
+from schemas.envelope import RecordHeaders
+from schemas.wire import FlushRequest, StreamParams
+from workers.errors import PublishError, UpstreamError, UpstreamStalled
+from workers.publisher import Publisher
+from workers.session import LinkKey, Session
+from workers.source import Rejected
+from workers.upstream import UpstreamConnection
 
 log = logging.getLogger(__name__)
 
-
-class Emitter(Protocol):
-    """Where events go (Kafka topics in the worker, a list in tests)."""
-
-    async def emit(self, event: Event, runner: SessionRunner) -> None:
-        """Publish ``event`` durably; return once it is acknowledged."""
+Connector = Callable[[StreamParams, str], Awaitable[UpstreamConnection]]
 
 
-class SessionRunner:
-    """Runs one session's upstream streams until :meth:`end` or :meth:`stop`.
+class PumpOwner(Protocol):
+    """What a pump reports to the registry."""
 
-    Call :meth:`wake` after feeding audio or queueing flushes; await
-    :meth:`end` for an ``end`` record (flush, wait for finals, close, emit
-    ``session_ended``).
-    """
+    def on_progress(self, pump: SessionPump) -> None:
+        """Durable coverage moved: a checkpoint is due."""
+
+    def on_rejected(self, pump: SessionPump, rejected: list[Rejected]) -> None:
+        """These records must be dead-lettered."""
+
+    def on_finished(self, pump: SessionPump) -> None:
+        """The session ended or failed and every output is published."""
+
+    def on_latency(self, seconds: float) -> None:
+        """An upstream latency measurement."""
+
+
+class SessionPump:
+    """Runs one session's links and outputs. Feed it with :meth:`feed` and
+    :meth:`tick`; :meth:`stop` it when it is over or revoked."""
 
     def __init__(
         self,
         session: Session,
         *,
-        connect: ConnectOptions,
-        policy: RetryPolicy,
-        emitter: Emitter,
-        on_progress: Callable[[], None] = lambda: None,
-        on_latency: Callable[[float], None] = lambda ms: None,
+        connector: Connector,
+        publisher: Publisher,
+        owner: PumpOwner,
+        span: Span | None = None,
     ) -> None:
         self.session = session
-        self._connect = connect
-        self._policy = policy
-        self._emitter = emitter
-        self._on_progress = on_progress
-        self._on_latency = on_latency
-        self._sent_at: dict[int, deque[tuple[int, float]]] = {}
-        self._tasks: dict[int, asyncio.Task[None]] = {}
-        self._wake: dict[int, asyncio.Event] = {}
-        self._progress = asyncio.Condition()
-        self._closing = False
-        self.failed: UpstreamError | None = None
-        self.finished = False
-        self.ack_before = -1  # input records below this offset may be acked (owner updates)
-        self.last_input = time.monotonic()
-        self.last_message = time.monotonic()  # last upstream message, any stream
-        self.context: object = None  # tracing context, set by the owner
+        self.span = span
+        self._connector = connector
+        self._publisher = publisher
+        self._owner = owner
+        self._loop = asyncio.get_running_loop()
+        self._links: dict[LinkKey, asyncio.Task[None]] = {}
+        self._conns: dict[LinkKey, UpstreamConnection] = {}
+        self._wake: dict[LinkKey, asyncio.Event] = {}
+        self._stalled: set[LinkKey] = set()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._outputs = asyncio.Event()
+        self._progress = asyncio.Event()  # set on every service(): wait_for re-checks
+        self._emitter = self._spawn(self._emit_loop(), "emit")
+        self._input_armed = False
+        self._publishing = False
+        self._stopped = False
+        self.finished = False  # the owner was told (on_finished)
 
-    # ------------------------------------------------------------------ control
+    # ------------------------------------------------------------------ inputs
 
-    def wake(self) -> None:
-        """Start streams that became ready and nudge their senders."""
-        if self.failed is not None or self._closing:
+    def feed(
+        self, offset: int, headers: RecordHeaders, audio: bytes, record: object, stamp: float | None
+    ) -> bool:
+        """One record (see :meth:`Session.on_record`); raises ``InputError``
+        for a record to dead-letter."""
+        try:
+            return self.session.on_record(
+                offset, headers, audio, record=record, now=time.monotonic(), stamp=stamp
+            )
+        finally:
+            self.service()
+
+    def tick(self, quiet_s: float) -> None:
+        self.session.tick(time.monotonic(), quiet_s)
+        self.service()
+
+    def fail(self, code: str, detail: str) -> None:
+        """Fail the session from outside (a bug contained by the owner)."""
+        self.session.fail(code, detail)
+        self.service()
+
+    # ------------------------------------------------------------------ service
+
+    def service(self) -> None:
+        """Act on what the session asks for after an input; call after each one."""
+        if self._stopped:
             return
-        for index, stream in enumerate(self.session.streams):
-            if index not in self._tasks:
-                self._wake[index] = asyncio.Event()
-                self._tasks[index] = asyncio.create_task(
-                    self._run_stream(index, stream), name=f"upstream:{self.session.session_id}"
-                )
-            self._wake[index].set()
+        session = self.session
+        rejected = session.take_rejected()
+        if rejected:
+            self._owner.on_rejected(self, rejected)
+        for seconds in session.take_latencies():
+            self._owner.on_latency(seconds)
+        for key, reason in session.take_closes():
+            self._close_link(key, reason)
+        self._service_links()
+        if session.has_outputs:
+            self._outputs.set()
+        self._progress.set()
+        if session.input_busy and not self._input_armed:
+            self._input_armed = True
+            session.arm_input(self._input_ready_threadsafe)
 
-    async def end(self, timeout_s: float) -> bool:
-        """Flush, wait up to ``timeout_s`` for every flush to be confirmed, close.
+    def _service_links(self) -> None:
+        """Start new links, wake the senders; after the end, stop links that
+        are not connected (backing off: nothing is left to send)."""
+        for key in self.session.link_keys():
+            if key not in self._links:
+                self._links[key] = self._spawn(self._run_link(key), f"link {key}")
+        for key in self._conns:
+            self._wake[key].set()
+        if self.session.finished:
+            for key, task in self._links.items():
+                if key not in self._conns:
+                    task.cancel()
 
-        Returns True when every stream confirmed (nothing left uncovered).
-        """
-        try:
-            self.session.finish_input()
-        except InputError as exc:  # a truncated container: keep what was decoded
-            log.warning("session %s: %s", self.session.session_id, exc)
-        self.session.flush(user=True)
-        self.wake()
-        settled = await self.wait_quietly(self._all_flushed, timeout_s)
-        await self.stop()
-        return settled
+    def _input_ready_threadsafe(self) -> None:
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nothing to do
+            self._loop.call_soon_threadsafe(self._input_ready)
 
-    async def wait_quietly(self, predicate: Callable[[], bool], quiet_s: float) -> bool:
-        """Wait until ``predicate()`` holds, giving up only after ``quiet_s`` without
-        any upstream message: a slow but working upstream is waited for (its
-        finals must not be lost), a silent or dead one is not."""
-        while not await self.wait_for(predicate, quiet_s):
-            if self._dead() or time.monotonic() - self.last_message >= quiet_s:
-                return False
-        return True
+    def _input_ready(self) -> None:
+        self._input_armed = False
+        if not self._stopped:
+            self.session.process_input(time.monotonic())
+            self.service()
 
-    async def wait_for(self, predicate: Callable[[], bool], timeout_s: float) -> bool:
-        """Wait until ``predicate()`` holds (re-checked on every upstream message)."""
-        async with self._progress:
-            try:
-                await asyncio.wait_for(
-                    self._progress.wait_for(lambda: predicate() or self._dead()), timeout_s
-                )
-            except TimeoutError:
-                return False
-        return predicate()
+    # ------------------------------------------------------------------ links
 
-    def _dead(self) -> bool:
-        return self.failed is not None or (
-            bool(self._tasks) and all(t.done() for t in self._tasks.values())
-        )
-
-    def _all_flushed(self) -> bool:
-        return all(s.pending_flushes == 0 for s in self.session.streams)
-
-    async def stop(self) -> None:
-        """Close every connection and task; the runner is finished afterwards."""
-        self._closing = True
-        for event in self._wake.values():
-            event.set()
-        for task in self._tasks.values():
-            task.cancel()
-        for task in self._tasks.values():
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        self.session.close()
-        self.finished = True
-
-    # ------------------------------------------------------------------ per stream
-
-    async def _run_stream(self, index: int, stream: ChannelStream) -> None:
-        attempt = 0
-        reason: str | None = None
-        while not self._closing:
-            try:
-                conn = await open_connection(self._connect, stream.params, self.session.session_id)
-            except UpstreamError as exc:
-                attempt += 1
-                if not await self._backoff(exc, attempt):
-                    return
-                reason = _reason(exc)
-                continue
-            try:
-                await self._emit(stream.connected(reason))
-                await self._serve(index, stream, conn)
+    async def _run_link(self, key: LinkKey) -> None:
+        session = self.session
+        while True:
+            delay = session.connect_delay(key, time.monotonic())
+            if delay is None:
                 return
+            if delay > 0:
+                await asyncio.sleep(delay)
+                continue  # the session may have changed its mind meanwhile
+            try:
+                conn = await self._connector(session.params(key), session.session_id)
             except UpstreamError as exc:
-                stream.disconnected()
-                attempt = 1 if stream.covered > 0 else attempt + 1
-                if not await self._backoff(exc, attempt):
-                    return
-                reason = _reason(exc)
-            finally:
-                conn.abort()
+                session.on_connect_failed(key, exc, time.monotonic())
+                self.service()
+                continue
+            if session.connect_delay(key, time.monotonic()) is None:
+                conn.abort()  # the link ended while we connected
+                return
+            await self._serve(key, conn)
 
-    async def _backoff(self, exc: UpstreamError, attempt: int) -> bool:
-        """Wait before the next attempt; False (and the session failed) if none."""
-        if not exc.retriable or self._policy.exhausted(attempt):
-            await self._fail(exc)
-            return False
-        delay = self._policy.delay(attempt)
-        log.info("session %s: %s; retry %d in %.2fs", self.session.session_id, exc, attempt, delay)
-        await asyncio.sleep(delay)
-        return True
-
-    async def _serve(self, index: int, stream: ChannelStream, conn: UpstreamConnection) -> None:
-        sender = asyncio.create_task(self._send_loop(index, stream, conn))
-        self._sent_at[index] = deque()
+    async def _serve(self, key: LinkKey, conn: UpstreamConnection) -> None:
+        session = self.session
+        self._conns[key] = conn
+        self._wake[key] = asyncio.Event()
+        sender = self._spawn(self._send_loop(key, conn), f"send {key}")
         try:
+            session.on_connected(key, time.monotonic())
+            self.service()
             async for message in conn.messages():
-                self.last_message = time.monotonic()
-                for event in stream.on_message(message):
-                    self._measure(index, stream, event)
-                    await self._emit(event)
-                stream.events_emitted()
-                await self._notify()
+                session.on_message(key, message, time.monotonic())
+                self.service()
+        except UpstreamError as exc:
+            error = self._stall_error(key) or exc
+            session.on_closed(key, error, time.monotonic())
         finally:
             sender.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await sender
-        if sender.done() and not sender.cancelled() and sender.exception() is not None:
-            raise sender.exception()  # type: ignore[misc]
+            conn.abort()
+            self._conns.pop(key, None)
+            self._wake.pop(key, None)
+        self.service()
 
-    async def _send_loop(self, index: int, stream: ChannelStream, conn: UpstreamConnection) -> None:
-        wake = self._wake[index]
-        sent_at = self._sent_at[index]
-        while True:
-            wake.clear()
-            for item in stream.outgoing():
-                if isinstance(item, FlushRequest):
-                    await conn.send_flush(item)
-                else:
-                    await conn.send_audio(item)
-                    sent_at.append((stream.sent_frames, time.monotonic()))
-            await wake.wait()
-
-    def _measure(self, index: int, stream: ChannelStream, event: Event) -> None:
-        """Upstream latency: when the last audio of a final was sent -> its arrival."""
-        if not isinstance(event, TranscriptEvent) or not event.is_final:
-            return
-        end = stream.to_frame((event.start_ms or 0) + (event.duration_ms or 0))
-        sent_at = self._sent_at[index]
-        while sent_at and sent_at[0][0] < end:
-            sent_at.popleft()
-        if sent_at:
-            self._on_latency((time.monotonic() - sent_at[0][1]) * 1000)
-
-    async def _notify(self) -> None:
-        async with self._progress:
-            self._progress.notify_all()
-        self._on_progress()
-
-    async def _emit(self, event: Event) -> None:
-        await self._emitter.emit(event, self)
-
-    async def _fail(self, exc: UpstreamError) -> None:
-        if self.failed is not None:
-            return
-        self.failed = exc
-        code = exc.code or (str(exc.status) if exc.status else "upstream_unavailable")
-        await self._emit(
-            SessionEvent(
-                event_id=event_id(self.session.session_id, None, 0, "session_failed"),
-                session_id=self.session.session_id,
-                type="session_failed",
-                code=code,
-                detail=str(exc),
-            )
+    def _stall_error(self, key: LinkKey) -> UpstreamError | None:
+        if key not in self._stalled:
+            return None
+        self._stalled.discard(key)
+        return UpstreamStalled(
+            "upstream owed an answer and sent nothing", session_id=self.session.session_id
         )
-        await self._notify()
+
+    async def _send_loop(self, key: LinkKey, conn: UpstreamConnection) -> None:
+        wake = self._wake[key]
+        try:
+            while True:
+                wake.clear()
+                for item in self.session.outgoing(key, time.monotonic()):
+                    if isinstance(item, FlushRequest):
+                        await conn.send_flush(item)
+                    else:
+                        await conn.send_audio(item)
+                await wake.wait()
+        except UpstreamError:
+            conn.abort()  # the receiver sees the loss and reports it
+
+    def _close_link(self, key: LinkKey, reason: str) -> None:
+        conn = self._conns.get(key)
+        if conn is None:
+            return
+        if reason == "stall":
+            self._stalled.add(key)
+            conn.abort()
+        else:
+            self._spawn(_close_quietly(conn), f"close {key}")
+
+    # ------------------------------------------------------------------ outputs
+
+    async def _emit_loop(self) -> None:
+        session = self.session
+        while True:
+            await self._outputs.wait()
+            self._outputs.clear()
+            self._publishing = True
+            for output in session.take_outputs():
+                if output.event is not None:
+                    await self._publish(output.event)
+                session.on_published(output)
+            self._publishing = False
+            self.service()  # publishing may have failed the session
+            if session.dirty:
+                self._owner.on_progress(self)
+            if session.finished and not self._links_running() and not self.finished:
+                self.finished = True
+                self._owner.on_finished(self)
+
+    async def _publish(self, event: Any) -> None:
+        try:
+            await self._publisher.event(event, self.span)
+        except PublishError as exc:
+            # The broker will never take it (e.g. too large): the session fails
+            # rather than go on with a gap in its output.
+            log.error("session %s: %s", self.session.session_id, exc)
+            self.session.fail("output_rejected", str(exc))
+        except Exception as exc:  # a bug: contained to this session
+            log.error("session %s: publishing failed", self.session.session_id, exc_info=exc)
+            self.session.fail("internal_error", f"{type(exc).__name__} while publishing")
+
+    @property
+    def outputs_idle(self) -> bool:
+        """Every output so far is published (and acknowledged)."""
+        return not self._publishing and not self.session.has_outputs
+
+    def _links_running(self) -> bool:
+        return any(not t.done() for t in self._links.values())
+
+    # ------------------------------------------------------------------ tasks
+
+    def _spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
+        task = self._loop.create_task(coro, name=f"{self.session.session_id} {name}")
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+        return task
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if task.cancelled() or task.exception() is None:
+            if not self._stopped and self.session.finished:
+                self._outputs.set()  # a link ended: the end may be reportable now
+            return
+        error = task.exception()
+        log.error(
+            "session %s: task %s failed",
+            self.session.session_id,
+            task.get_name(),
+            exc_info=error,
+        )
+        if not self._stopped and not self.session.finished:
+            self.fail("internal_error", f"{type(error).__name__} in {task.get_name()}")
+
+    async def wait_for(self, predicate: Callable[[], bool], timeout_s: float) -> bool:
+        """Wait until ``predicate()`` holds (re-checked after every input) or
+        ``timeout_s`` passed; returns ``predicate()``."""
+        deadline = time.monotonic() + timeout_s
+        while not predicate():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            self._progress.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._progress.wait(), remaining)
+        return True
+
+    async def stop(self) -> None:
+        """Cancel every task and drop every connection; the session is closed."""
+        self._stopped = True
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        for conn in list(self._conns.values()):
+            conn.abort()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self.session.close()
 
 
-def _reason(exc: UpstreamError) -> str:
-    if exc.status is not None:
-        return f"http_{exc.status}"
-    if exc.close_code is not None:
-        return f"closed_{exc.close_code}"
-    return "connection_lost"
+async def _close_quietly(conn: UpstreamConnection) -> None:
+    with contextlib.suppress(UpstreamError):
+        await conn.close()

@@ -1,8 +1,9 @@
 """Typed worker settings, from environment variables (and CLI flags on top).
 
-Every field has an environment variable: ``RESON8_API_URL``, ``RESON8_API_KEY``
-and ``KAFKA_BOOTSTRAP_SERVERS`` by their usual names, everything else as
-``RESON8_KAFKA_<FIELD>`` (upper case). ``docs/configuration.md`` lists them.
+Every field has an environment variable: ``RESON8_BASE_URL`` (or its older
+name ``RESON8_API_URL``), ``RESON8_API_KEY`` and ``KAFKA_BOOTSTRAP_SERVERS``
+by their usual names, everything else as ``RESON8_KAFKA_<FIELD>`` (upper
+case). ``docs/configuration.md`` lists them.
 The API key is a :class:`~pydantic.SecretStr`: it never appears in ``repr``,
 logs or errors.
 """
@@ -14,17 +15,30 @@ from collections.abc import Mapping
 from typing import Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from workers.errors import ConfigError
 
 DEFAULT_API_URL = "wss://api.reson8.dev"
 ENV_ALIASES: dict[str, str] = {
-    "api_url": "RESON8_API_URL",
+    "api_url": "RESON8_BASE_URL",
     "api_key": "RESON8_API_KEY",
     "bootstrap_servers": "KAFKA_BOOTSTRAP_SERVERS",
 }
+# Older names still read when the current one is unset.
+DEPRECATED_ALIASES: dict[str, str] = {"api_url": "RESON8_API_URL"}
 ENV_PREFIX = "RESON8_KAFKA_"
+# Topic max.message.bytes of stt.audio.dlq (topology.topics): a dead letter of
+# the largest record stt.audio takes, plus its error and source headers.
+DLQ_RECORD_BYTES = 2 * 1024 * 1024 + 128 * 1024
 
 
 class Settings(BaseModel):
@@ -33,7 +47,10 @@ class Settings(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    api_url: str = Field(DEFAULT_API_URL, description="Reson8 base URL (wss/ws/https/http)")
+    api_url: str = Field(
+        DEFAULT_API_URL,
+        description="Reson8 base URL (wss/ws/https/http); `RESON8_API_URL` is the older name",
+    )
     api_key: SecretStr = Field(SecretStr(""), description="Reson8 API key (secret)")
     bootstrap_servers: str = Field("127.0.0.1:9092", description="Kafka bootstrap servers")
     app_id: str = Field("reson8-kafka", description="Faust app id = consumer group id")
@@ -44,6 +61,11 @@ class Settings(BaseModel):
     web_port: int = Field(6066, ge=0, le=65535, description="health/metrics HTTP port")
     datadir: str = Field(".cache/faust", description="Faust data folder (tables, state)")
     max_record_bytes: int = Field(1_048_576, ge=1024, description="larger records go to the DLQ")
+    producer_max_request_bytes: int = Field(
+        DLQ_RECORD_BYTES,
+        ge=65536,
+        description="largest record the worker produces (a dead letter is cut to fit)",
+    )
     upstream_rate: int = Field(16000, description="PCM rate sent upstream for containers")
     idle_timeout_s: float = Field(300.0, gt=0, description="close a session with no input")
     idle_flush_s: float = Field(2.0, gt=0, description="flush a quiet session after this")
@@ -81,7 +103,20 @@ class Settings(BaseModel):
     ping_timeout_s: float = Field(20.0, gt=0, description="drop the link without pong")
     retry_initial_s: float = Field(0.2, gt=0, description="first reconnect delay")
     retry_max_s: float = Field(10.0, gt=0, description="largest reconnect delay")
-    retry_attempts: int = Field(8, ge=1, description="attempts before failing")
+    retry_attempts: int = Field(
+        8, ge=1, description="reconnect attempts without progress before the session fails"
+    )
+    reconnect_allowance: float = Field(
+        10.0, ge=1, description="reconnects a session may spend before covered audio pays for more"
+    )
+    reconnect_earn_s: float = Field(
+        2.0, gt=0, description="seconds of newly covered audio that pay for one more reconnect"
+    )
+    stall_timeout_s: float = Field(
+        15.0,
+        gt=0,
+        description="replace a connection that owes a flush confirmation and is silent this long",
+    )
     telemetry_exporter: Literal["none", "console", "otlp"] = Field(
         "none", description="OpenTelemetry exporter"
     )
@@ -94,15 +129,24 @@ class Settings(BaseModel):
     def _websocket_url(cls, value: str) -> str:
         return normalize_api_url(value)
 
+    @model_validator(mode="after")
+    def _producer_fits_records(self) -> Settings:
+        if self.producer_max_request_bytes < self.max_record_bytes + 65536:
+            raise ValueError(
+                "producer_max_request_bytes must exceed max_record_bytes by 64 KiB "
+                "(a dead letter carries the record and its error headers)"
+            )
+        return self
+
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
         """Settings from the environment, with ``overrides`` (non-None) on top."""
         env = os.environ if environ is None else environ
         values: dict[str, Any] = {}
         for name in cls.model_fields:
-            key = env_name(name)
-            if key in env and env[key] != "":
-                values[name] = env[key]
+            for key in (env_name(name), DEPRECATED_ALIASES.get(name)):
+                if key and env.get(key, "") != "" and name not in values:
+                    values[name] = env[key]
         values.update({k: v for k, v in overrides.items() if v is not None})
         try:
             return cls.model_validate(values)

@@ -14,10 +14,12 @@ session (one per channel in split mode). It owns:
   committed turn (turns) or a confirmed flush;
 - turn state across reconnects, so no turn is left open or started twice.
 
-The pump drives it: call :meth:`connected` when a connection opens, send what
-:meth:`outgoing` returns, feed every upstream message to :meth:`on_message` and
-emit the events it returns, call :meth:`disconnected` when the connection is
-lost. Nothing here does I/O or reads a clock.
+The session drives it: call :meth:`connected` when a connection opens, send
+what :meth:`outgoing` returns, feed every upstream message to
+:meth:`on_message` and emit the events it returns, then :meth:`mark` the
+coverage those events account for and :meth:`make_durable` that mark once they
+are acknowledged; call :meth:`disconnected` when the connection is lost.
+Nothing here does I/O or reads a clock.
 """
 
 from __future__ import annotations
@@ -61,6 +63,15 @@ class _Turn:
     candidate: TurnEndCandidate | None = None
     candidate_end: int = 0  # session frame where the pending candidate ends
     base_ms: int = 0  # session ms where the turn's audio region began
+
+
+@dataclass(frozen=True, slots=True)
+class Durable:
+    """A stream's coverage at some point of its output (see :meth:`ChannelStream.mark`)."""
+
+    covered: int
+    turn_index: int
+    finals: int
 
 
 @dataclass
@@ -197,40 +208,53 @@ class ChannelStream:
         """The events of every message so far are acknowledged by the broker:
         what they cover may now be checkpointed and committed (never before,
         or a crash in between would lose a final)."""
-        self.durable = self.covered
-        self.durable_turn = self._turn.index
-        self.durable_finals = self.stats.finals
+        self.make_durable(self.mark())
+
+    def mark(self) -> Durable:
+        """The coverage that the events returned so far account for; pass it to
+        :meth:`make_durable` once those events are acknowledged."""
+        return Durable(self.covered, self._turn.index, self.stats.finals)
+
+    def make_durable(self, mark: Durable) -> bool:
+        """The events up to ``mark`` are acknowledged by the broker; True when
+        that moved the durable coverage (a checkpoint is due)."""
+        moved = (mark.covered, mark.turn_index, mark.finals) != (
+            self.durable,
+            self.durable_turn,
+            self.durable_finals,
+        )
+        if mark.covered >= self.durable:
+            self.durable = mark.covered
+            self.durable_turn = mark.turn_index
+            self.durable_finals = mark.finals
+        return moved and mark.covered >= self.durable
+
+    @property
+    def answer_due(self) -> bool:
+        """True when the current connection owes an answer: a flush went out
+        and is not confirmed (the stall detector's question)."""
+        return self._conn_base is not None and any(f.sent for f in self._flushes)
 
     # ------------------------------------------------------------------ connection side
 
-    def connected(self, reason: str | None) -> Event:
-        """A connection opened: replay starts at ``covered``. Returns the session
-        event to emit (``upstream_connected`` or ``upstream_reconnected``)."""
+    def connected(self, reason: str | None) -> str | None:
+        """A connection opened: replay starts at ``covered``. Returns the
+        reason of an ``upstream_reconnected`` (None for the first connection:
+        ``upstream_connected``); ``takeover`` for the first connection after
+        another worker's checkpoint."""
         self._conn_base = self.covered
         self._sent = self.covered
         for flush in self._flushes:
             flush.sent = False  # the new connection must finalize them again
         first = self.stats.connections == 0
         if self.resumed and not self._connected_here:
-            reason = "takeover"  # the first connection after another worker's checkpoint
+            reason = "takeover"
         self._connected_here = True
         self.stats.connections += 1
-        if not first:
-            self.stats.reconnects += 1
-        kind = "upstream_connected" if first else "upstream_reconnected"
-        return SessionEvent(
-            event_id=uuid.uuid4().hex,
-            session_id=self.session_id,
-            channel=self.channel,
-            label=self.label,
-            type=kind,
-            endpoint=self.params.endpoint,
-            encoding=self.params.encoding,
-            sample_rate=self.rate,
-            connection=self.stats.connections,
-            reason=None if first else reason,
-            position_ms=self.to_ms(self.covered),
-        )
+        if first:
+            return None
+        self.stats.reconnects += 1
+        return reason or "connection_lost"
 
     def disconnected(self) -> None:
         """The connection is gone; everything uncovered will be replayed."""
@@ -381,6 +405,8 @@ class ChannelStream:
         return [self._turn_event("turn_start", self._turn.base_ms)]
 
     def _on_candidate(self, msg: TurnEndCandidate) -> list[Event]:
+        if self._turn.open and self._turn.candidate == msg:
+            return []  # the service may repeat a candidate: one event downstream
         events = [] if self._turn.open else self._on_turn_start()
         start = None if msg.start_ms is None else msg.start_ms + self._base_ms()
         end_ms = (start or self._base_ms()) + (msg.duration_ms or 0)

@@ -13,9 +13,9 @@ Two decoders share one shape, ``feed(bytes) -> pcm`` and ``flush() -> pcm``
 - :class:`RawDecoder` handles headerless ``pcm_s16le``/``mulaw``/``alaw``
   (G.711 expanded with numpy lookup tables).
 
-Failover support: a :class:`ContainerDecoder` records :class:`ResumePoint`\\ s
+Failover support: a :class:`ContainerDecoder` records :class:`RestartPoint`\\ s
 (WAV, OGG, MP3) so a new decoder can restart mid-stream from the container's
-header bytes plus the input from ``point.offset`` on.
+header bytes plus the input from ``point.byte`` on.
 
 Every failure to decode raises :class:`workers.errors.DecodeError`, translated
 from ``av`` errors with ``raise ... from``.
@@ -33,15 +33,15 @@ import av
 import numpy as np
 import numpy.typing as npt
 
-from workers._resume import ResumePoint, Scanner, scanner_for
 from workers.errors import DecodeError
 from workers.frames import FrameAligner
+from workers.restart import RestartPoint, Scanner, check_format, scanner_for
 
 __all__ = [
     "RAW_ENCODINGS",
     "ContainerDecoder",
     "RawDecoder",
-    "ResumePoint",
+    "RestartPoint",
     "alaw_to_s16",
     "mulaw_to_s16",
     "sniff_container",
@@ -52,6 +52,10 @@ RAW_ENCODINGS = ("pcm_s16le", "mulaw", "alaw")
 """Encodings passed upstream untouched (the Reson8 ``encoding`` values)."""
 
 DEFAULT_TIMEOUT_S = 10.0
+# Output frames (at the target rate) a container may yield per input byte, on
+# the whole stream. Real audio stays far below: speech Opus ~20, Opus DTX
+# silence ~90, FLAC silence ~250 at 16 kHz; a WAV declaring 1 Hz gives 16,000.
+MAX_FRAMES_PER_BYTE = 256.0
 
 # Open options for live input. `probesize`/`analyzeduration` bound how much
 # avformat_find_stream_info() reads before the first packet comes out (the
@@ -234,6 +238,7 @@ class _Pipe:
 
     def __init__(self, cond: threading.Condition) -> None:
         self._cond = cond
+        self.on_starved: Callable[[], None] = cond.notify_all
         self._chunks: deque[bytes] = deque()
         self.eof = False
         self.closed = False
@@ -253,7 +258,7 @@ class _Pipe:
         with self._cond:
             while not self._chunks and not self.eof and not self.closed:
                 self.starved = True
-                self._cond.notify_all()
+                self.on_starved()
                 self._cond.wait()
             self.starved = False
             if self.closed:
@@ -292,16 +297,32 @@ class _Info:
 class ContainerDecoder:
     """Push decoder for any container/codec FFmpeg reads; output is ``pcm_s16le``.
 
-    Call :meth:`feed` with each slice of the stream (any split, even one byte
-    at a time); it returns the PCM decodable so far, resampled to
-    ``target_rate`` and mixed to ``target_channels`` (``None`` keeps the source
-    channel count). Call :meth:`flush` at end of stream for the tail, then
-    :meth:`close` (also safe to call at any time, and more than once).
+    Two ways to drive it:
 
-    ``timeout`` bounds how long ``feed``/``flush`` wait for the decode thread to
-    make progress before raising ``DecodeError``. Bytes that are not audio raise
-    ``DecodeError`` once FFmpeg gives up probing (256 KiB or end of stream);
-    to reject junk earlier, check the first bytes with :func:`sniff_container`.
+    - blocking: :meth:`feed` each slice of the stream (any split, even one
+      byte at a time) and get the PCM decodable so far; :meth:`flush` at the
+      end for the tail. For tools and tests.
+    - in bounded steps (the worker: no input may block the event loop):
+      :meth:`write` a slice (or :meth:`finish` at the end), then call
+      :meth:`step` until :attr:`idle`; each call waits at most ``budget_s``
+      and returns at most about ``step_frames`` of audio. When a step returns
+      without being idle, call :meth:`arm` and step again after
+      ``on_ready`` is called (from the decode thread).
+
+    PCM is resampled to ``target_rate`` and mixed to ``target_channels``
+    (``None`` keeps the source channel count). Call :meth:`close` when done
+    (safe at any time, and more than once).
+
+    Hostile input costs bounded time and memory: declared and decoded
+    formats are checked (``workers.restart.check_format``), decoded audio is
+    bounded to ``max_frames_per_byte`` output frames per input byte (plus
+    ``allowance_s`` of audio), and a decoder that makes no progress for
+    ``timeout`` seconds fails. Every failure raises ``DecodeError``; the
+    decoder is unusable afterwards.
+
+    ``origin`` restarts a stream mid-way (see :class:`RestartPoint`); restart
+    points are reported in session frames, ``epoch_frame`` being the session
+    frame of the stream's first sample.
     """
 
     def __init__(
@@ -311,7 +332,11 @@ class ContainerDecoder:
         *,
         timeout: float = DEFAULT_TIMEOUT_S,
         resume_every_s: float = 1.0,
-        resume: ResumePoint | None = None,
+        origin: RestartPoint | None = None,
+        epoch_frame: int = 0,
+        step_frames: int | None = None,
+        max_frames_per_byte: float = MAX_FRAMES_PER_BYTE,
+        allowance_s: float = 60.0,
     ) -> None:
         if target_rate <= 0 or (target_channels is not None and target_channels <= 0):
             raise ValueError("target_rate and target_channels must be positive")
@@ -319,30 +344,39 @@ class ContainerDecoder:
         self.target_channels = target_channels
         self.timeout = timeout
         self.samples_out = 0
-        """Frames (samples per channel) returned by feed/flush so far."""
-        self.bytes_in = 0
-        """Bytes given to feed so far (offsets of resume points count from here)."""
+        """Frames (samples per channel) returned so far."""
+        self._origin = origin or RestartPoint(byte=0, frame=epoch_frame)
+        self._epoch_frame = epoch_frame
+        self.bytes_in = self._origin.byte
+        """Input bytes so far, counted like :attr:`RestartPoint.byte`."""
+        self.on_ready: Callable[[], None] | None = None
+        self._armed = False
         self._cond = threading.Condition()
         self._pipe = _Pipe(self._cond)
+        self._pipe.on_starved = self._wake_owner
         self._out: list[bytes] = []
+        self._out_frames = 0  # frames in _out (the step bound)
+        self._step_frames = step_frames or target_rate
+        self._frames_total = 0
+        self._max_per_byte = max_frames_per_byte
+        self._allowance = allowance_s * target_rate
+        self._paused = False
         self._error: BaseException | None = None
-        self._progress = 0
+        self._last_progress = time.monotonic()
+        self._progress_mark = (0, 0)
         self._done = False
         self._info = _Info()
         self._prefix = b""
         self._sniffed = False
         self._scanner: Scanner | None = None
-        self._resume_every_s = resume_every_s
-        self._resume_points: list[ResumePoint] = []
-        # A restarted stream (``resume``): its header is fed first, and restart
-        # points are reported in the original stream's bytes and samples.
-        self._scanned = 0  # bytes seen by the scanner (header included)
-        self._origin = resume
+        self._resume_every = resume_every_s * target_rate
+        self._points: list[RestartPoint] = []
+        self._scanned = 0  # bytes seen by the scanner (a restart's header included)
         self._thread = threading.Thread(target=self._run, name="container-decoder", daemon=True)
         self._thread.start()
-        if resume is not None:
-            self.feed(resume.header)
-            self.bytes_in = resume.offset
+        if origin is not None:
+            self._scan(origin.header)
+            self._pipe_write(origin.header)
 
     # -- public API ---------------------------------------------------------
 
@@ -371,62 +405,104 @@ class ContainerDecoder:
     def header_bytes(self) -> bytes | None:
         """The bytes a new decoder needs before mid-stream data, or None.
 
-        None until the header is complete, and for containers without resume
-        support (FLAC, WebM, M4A, others). ``b""`` for MP3 (frames are self-describing).
-        Prefer a :class:`ResumePoint`'s ``header``: for WAV it carries the
-        data size adjusted to the restart offset.
+        None until the header is complete, and for containers without restart
+        support (FLAC, WebM, M4A, others). ``b""`` for MP3 (frames are
+        self-describing). Prefer a :class:`RestartPoint`'s ``header``: for WAV
+        it carries the data size adjusted to the restart offset.
         """
         return None if self._scanner is None else self._scanner.header
 
     @property
-    def resume_points(self) -> list[ResumePoint]:
+    def restart_points(self) -> list[RestartPoint]:
         """Restart points found so far, oldest first, about ``resume_every_s`` apart.
 
-        Each is valid once ``bytes_in > point.offset``. Drop the ones you no
-        longer need with :meth:`forget_resume_points`.
+        Each is valid once ``bytes_in > point.byte``. Drop the ones you no
+        longer need with :meth:`forget_restart_points`.
         """
-        return list(self._resume_points)
+        return list(self._points)
 
-    def resume_point_before(self, samples: int) -> ResumePoint | None:
-        """The latest restart point whose ``samples`` is at or before ``samples``."""
+    def restart_point_before(self, frame: int) -> RestartPoint | None:
+        """The latest restart point whose ``frame`` is at or before ``frame``."""
         best = None
-        for point in self._resume_points:
-            if point.samples <= samples:
+        for point in self._points:
+            if point.frame <= frame:
                 best = point
         return best
 
-    def forget_resume_points(self, before_samples: int) -> None:
-        """Drop restart points older than the latest one at or before ``before_samples``."""
-        keep = self.resume_point_before(before_samples)
+    def forget_restart_points(self, before_frame: int) -> None:
+        """Drop restart points older than the latest one at or before ``before_frame``."""
+        keep = self.restart_point_before(before_frame)
         if keep is not None:
-            self._resume_points = [p for p in self._resume_points if p.samples >= keep.samples]
+            self._points = [p for p in self._points if p.frame >= keep.frame]
+
+    @property
+    def consumed(self) -> int:
+        """Input bytes FFmpeg has read so far, counted like :attr:`bytes_in`."""
+        return self._origin.byte + max(0, self._pipe.consumed - len(self._origin.header))
+
+    @property
+    def idle(self) -> bool:
+        """True when everything written has been decoded and returned (or the
+        stream is over): the next control (flush, end) may be applied."""
+        with self._cond:
+            return self._settled() and not self._out
 
     def feed(self, data: bytes) -> bytes:
         """Give the next bytes of the stream; return all PCM decodable so far.
 
-        Raises ``DecodeError`` if the bytes are not decodable audio or the
-        decoder stalls for ``timeout`` seconds; the decoder is then unusable
-        (call :meth:`close`).
+        Blocks until the decode thread has used up ``data``. Raises
+        ``DecodeError`` if the bytes are not decodable audio or the decoder
+        stalls for ``timeout`` seconds.
         """
-        self._check_open()
-        self._scan(data)
-        with self._cond:
-            self._pipe.write(data)
-            self._wait(lambda: self._pipe.starved or self._done)
-        return self._collect()
+        self.write(data)
+        return self._drain()
 
     def flush(self) -> bytes:
         """End of stream: drain demuxer, decoder and resampler; return the tail.
 
         Afterwards only :meth:`close` may be called.
         """
+        self.finish()
+        out = self._drain()
+        self._thread.join(self.timeout)
+        return out
+
+    def write(self, data: bytes) -> None:
+        """Queue the next bytes of the stream (checks the container structure;
+        raises ``DecodeError`` for declared formats no audio has). Then
+        :meth:`step` until :attr:`idle`."""
+        self._check_open()
+        self._scan(data)
+        self.bytes_in += len(data)
+        self._pipe_write(data)
+
+    def finish(self) -> None:
+        """End of stream: the rest decodes when stepped (see :meth:`write`)."""
         self._check_open()
         with self._cond:
             self._pipe.eof = True
+            self._pipe.starved = False  # not idle until the thread drained to the end
             self._cond.notify_all()
-            self._wait(lambda: self._done)
-        self._thread.join(self.timeout)
+
+    def step(self, budget_s: float = 0.02) -> bytes:
+        """Wait up to ``budget_s`` for the decoder to use up its input (or to
+        produce a step of audio); return the PCM decoded so far."""
+        with self._cond:
+            self._cond.wait_for(self._stopped, budget_s)
+            self._check_progress()
         return self._collect()
+
+    def arm(self) -> None:
+        """Call ``on_ready`` (once, from the decode thread) when the decoder
+        next stops: idle, a step of audio ready, or failed."""
+        with self._cond:
+            if self._stopped():
+                self._armed = False
+                ready = self.on_ready
+            else:
+                self._armed, ready = True, None
+        if ready is not None:
+            ready()
 
     def close(self) -> None:
         """Stop the decode thread and release FFmpeg resources. Idempotent."""
@@ -448,33 +524,45 @@ class ContainerDecoder:
         if self._pipe.closed or self._pipe.eof:
             raise RuntimeError("decoder is flushed or closed")
 
-    def _wait(self, ready: Callable[[], bool]) -> None:
-        """Wait (condition held) until ``ready``; time out only without progress.
+    def _pipe_write(self, data: bytes) -> None:
+        with self._cond:
+            self._pipe.write(data)
 
-        Progress is bytes read or PCM produced, so a big feed that takes a
-        while to decode is not mistaken for a stall.
-        """
-        progress, deadline = self._progress_mark(), time.monotonic() + self.timeout
-        while not ready():
-            if self._progress_mark() != progress:
-                progress, deadline = self._progress_mark(), time.monotonic() + self.timeout
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                self._error = self._error or DecodeError(
-                    f"decoder made no progress for {self.timeout:g} s"
-                )
-                self._pipe.closed = True
-                self._cond.notify_all()
-                break
-            self._cond.wait(remaining)
+    def _settled(self) -> bool:
+        return self._done or (self._pipe.starved and not self._paused)
 
-    def _progress_mark(self) -> tuple[int, int]:
-        return (self._progress, self._pipe.consumed)
+    def _stopped(self) -> bool:
+        return self._settled() or self._paused or self._error is not None
+
+    def _drain(self) -> bytes:
+        parts = []
+        while True:
+            with self._cond:
+                self._cond.wait_for(self._stopped, self.timeout)
+                self._check_progress()
+                settled = self._settled()
+            parts.append(self._collect())
+            if settled and self.idle:
+                return b"".join(parts)
+
+    def _check_progress(self) -> None:
+        """Condition held: fail a decoder that made no progress (bytes read or
+        audio out) for ``timeout`` seconds."""
+        mark, now = (self._frames_total, self._pipe.consumed), time.monotonic()
+        if mark != self._progress_mark:
+            self._progress_mark, self._last_progress = mark, now
+        if self._stopped() or now - self._last_progress < self.timeout:
+            return
+        self._error = self._error or DecodeError(f"decoder made no progress for {self.timeout:g} s")
+        self._pipe.closed = True
+        self._cond.notify_all()
 
     def _collect(self) -> bytes:
         with self._cond:
             out, self._out = b"".join(self._out), []
+            self._out_frames = 0
             error = self._error
+            self._cond.notify_all()  # a paused thread goes on
         if error is not None:
             self.close()
             if isinstance(error, DecodeError):
@@ -484,10 +572,9 @@ class ContainerDecoder:
         return out
 
     def _scan(self, data: bytes) -> None:
-        """Track container structure (header bytes, resume points) in the input."""
+        """Track container structure (header bytes, restart points) in the input."""
         base = self._scanned
         self._scanned += len(data)
-        self.bytes_in += len(data)
         if self._scanner is not None:
             self._add_points(self._scanner.feed(data, base))
             return
@@ -503,19 +590,18 @@ class ContainerDecoder:
         if self._scanner is not None:
             self._add_points(self._scanner.feed(prefix, 0))
 
-    def _add_points(self, points: list[tuple[int, int, bytes, int]]) -> None:
+    def _add_points(self, candidates: list[tuple[int, int, bytes, int]]) -> None:
         origin, scanner = self._origin, self._scanner
-        for offset, src_samples, header, src_rate in points:
-            samples = round(src_samples * self.target_rate / src_rate)
-            if origin is not None and scanner is not None:
-                offset += origin.offset - len(origin.header)
-                if offset <= origin.offset:
-                    continue  # the restart point itself
-                if not scanner.absolute_samples:
-                    samples += origin.samples
-            last = self._resume_points[-1] if self._resume_points else None
-            if last is None or samples - last.samples >= self._resume_every_s * self.target_rate:
-                self._resume_points.append(ResumePoint(offset, samples, header))
+        assert scanner is not None
+        base = self._epoch_frame if scanner.absolute_samples else origin.frame
+        for offset, src_samples, header, src_rate in candidates:
+            byte = origin.byte + offset - len(origin.header)
+            if origin.byte and byte <= origin.byte:
+                continue  # the restart point itself
+            frame = base + src_samples * self.target_rate // src_rate
+            last = self._points[-1] if self._points else None
+            if last is None or frame - last.frame >= self._resume_every:
+                self._points.append(RestartPoint(byte=byte, frame=frame, header=header))
 
     # -- decode thread --------------------------------------------------------
 
@@ -539,12 +625,19 @@ class ContainerDecoder:
         finally:
             with self._cond:
                 self._done = True
-                self._cond.notify_all()
+                self._wake_owner()
 
     def _fail(self, error: DecodeError, cause: BaseException | None) -> None:
         error.__cause__ = cause
         with self._cond:
             self._error = self._error or error
+
+    def _wake_owner(self) -> None:
+        """Condition held, decode thread: the decoder stopped; tell whoever waits."""
+        self._cond.notify_all()
+        if self._armed and self.on_ready is not None:
+            self._armed = False
+            self.on_ready()
 
     def _decode(self, box: av.container.InputContainer) -> None:
         if not box.streams.audio:
@@ -563,6 +656,7 @@ class ContainerDecoder:
 
     def _resampler_for(self, frame: av.AudioFrame) -> av.AudioResampler:
         channels = len(frame.layout.channels)
+        check_format(frame.sample_rate, channels, "decoded audio")
         with self._cond:
             self._info.source_rate = frame.sample_rate
             self._info.source_channels = channels
@@ -572,12 +666,24 @@ class ContainerDecoder:
 
     def _emit(self, frames: list[av.AudioFrame]) -> None:
         chunks = [_packed_bytes(f) for f in frames]
+        count = sum(f.samples for f in frames)
         with self._cond:
             if self._pipe.closed:
                 raise _Closed
+            self._frames_total += count
+            if self._frames_total > self._allowance + self._max_per_byte * self._pipe.consumed:
+                raise DecodeError(
+                    f"audio expands to more than {self._max_per_byte:g} frames per input byte"
+                )
             self._out.extend(chunks)
-            self._progress += 1
-            self._cond.notify_all()
+            self._out_frames += count
+            while self._out_frames >= self._step_frames and not self._pipe.closed:
+                self._paused = True
+                self._wake_owner()
+                self._cond.wait()
+            self._paused = False
+            if self._pipe.closed:
+                raise _Closed
 
 
 def _frames(box: av.container.InputContainer, stream: av.AudioStream) -> Iterator[av.AudioFrame]:

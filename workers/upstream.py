@@ -1,44 +1,76 @@
-"""The Reson8 WebSocket client boundary and the retry policy.
+"""The Reson8 WebSocket client boundary.
 
 :func:`open_connection` returns an :class:`UpstreamConnection` or raises an
-:class:`~workers.errors.UpstreamError`; ``websockets`` errors never leak past
-this module (STYLE.md, "One exception tree"). :class:`RetryPolicy` is data:
-the one loop that reconnects (``workers.pump``) asks it for delays.
+:class:`~workers.errors.UpstreamError`; nothing from ``websockets``, the OS or
+the message parser leaks past this module (STYLE.md, "One exception tree"):
+
+- a refused handshake -> :class:`~workers.errors.UpstreamRefused` (status,
+  code from either refusal style);
+- an unreachable server, a broken handshake, any other failure to open ->
+  :class:`~workers.errors.UpstreamError` (retriable);
+- a lost connection, a ping timeout, a frame over ``max_message_bytes`` ->
+  :class:`~workers.errors.UpstreamClosed`;
+- a text frame that is not valid protocol ->
+  :class:`~workers.errors.UpstreamProtocolError`.
+
+The API key goes only into the ``Authorization`` header; the websockets
+client's own debug log (which prints request headers) goes through
+:class:`~workers.redact.RedactingAdapter`, and no error message is built from
+request objects.
 """
 
 from __future__ import annotations
 
-import random
+import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from importlib.metadata import PackageNotFoundError, version
 from urllib.parse import urlencode
 
 from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.version import version as websockets_version
 
-from schemas.wire import ErrorBody, FlushRequest, ServerMessage, StreamParams, parse_server_message
-from workers.errors import UpstreamClosed, UpstreamError, UpstreamRefused
+from schemas.wire import (
+    ErrorBody,
+    FlushRequest,
+    MalformedMessage,
+    ServerMessage,
+    StreamParams,
+    parse_server_message,
+)
+from workers.errors import (
+    UpstreamClosed,
+    UpstreamError,
+    UpstreamProtocolError,
+    UpstreamRefused,
+)
+from workers.link import RetryPolicy
+from workers.redact import RedactingAdapter
+
+__all__ = [
+    "ConnectOptions",
+    "RetryPolicy",
+    "UpstreamConnection",
+    "connection_url",
+    "integration_header",
+    "open_connection",
+]
+
+_ws_log = RedactingAdapter(logging.getLogger("websockets.client"))
 
 
-@dataclass(frozen=True)
-class RetryPolicy:
-    """Exponential backoff with full jitter, bounded in delay and attempts.
+def _product_version() -> str:
+    try:
+        return version("reson8-kafka")
+    except PackageNotFoundError:  # pragma: no cover - running from a source tree
+        return "0"
 
-    ``delay(n)`` is the wait before attempt ``n`` (1-based) after a failure.
-    """
 
-    initial_s: float = 0.2
-    max_s: float = 10.0
-    multiplier: float = 2.0
-    attempts: int = 8
-
-    def delay(self, attempt: int, rng: random.Random | None = None) -> float:
-        cap = min(self.max_s, self.initial_s * self.multiplier ** max(0, attempt - 1))
-        return (rng or random).uniform(cap / 2, cap)
-
-    def exhausted(self, attempt: int) -> bool:
-        return attempt > self.attempts
+def integration_header() -> str:
+    """``X-Reson8-Integration``: this client and its version (the vendor's
+    clients send ``<client>:<version>`` on every request)."""
+    return f"reson8-kafka:{_product_version()}"
 
 
 def connection_url(base_url: str, params: StreamParams) -> str:
@@ -55,12 +87,18 @@ class ConnectOptions:
     open_timeout_s: float = 10.0
     ping_interval_s: float | None = 20.0
     ping_timeout_s: float | None = 20.0
+    # A transcript is a few kB; anything near this is hostile (and would make
+    # an output event larger than the producer takes).
+    max_message_bytes: int = 256 * 1024
+
+    def __repr__(self) -> str:  # never print the key
+        return f"ConnectOptions(base_url={self.base_url!r}, api_key=***)"
 
 
 class UpstreamConnection:
     """One open WebSocket. Send audio and flushes; iterate :meth:`messages`.
 
-    Every failure surfaces as :class:`UpstreamClosed` (retriable).
+    Every failure surfaces as an :class:`~workers.errors.UpstreamError`.
     """
 
     def __init__(self, ws: ClientConnection, session_id: str) -> None:
@@ -68,22 +106,25 @@ class UpstreamConnection:
         self._session_id = session_id
 
     async def send_audio(self, chunk: bytes) -> None:
-        try:
-            await self._ws.send(chunk)
-        except ConnectionClosed as exc:
-            raise self._closed(exc) from exc
+        await self._send(chunk)
 
     async def send_flush(self, request: FlushRequest) -> None:
+        await self._send(request.to_json())
+
+    async def _send(self, frame: bytes | str) -> None:
         try:
-            await self._ws.send(request.to_json())
+            await self._ws.send(frame)
         except ConnectionClosed as exc:
-            raise self._closed(exc) from exc
+            raise self._closed(exc) from None
+        except Exception as exc:  # the transport failed under us
+            raise self._broken(exc) from None
 
     async def messages(self) -> AsyncIterator[ServerMessage]:
         """Parsed server messages; unknown types and binary frames are skipped.
 
-        Ends with :class:`UpstreamClosed` when the connection is lost, and
-        returns normally only after a clean close that we started.
+        Ends with :class:`UpstreamClosed` when the connection is lost or
+        :class:`UpstreamProtocolError` on a malformed frame, and returns
+        normally only after a clean close that we started.
         """
         while True:
             try:
@@ -91,14 +132,31 @@ class UpstreamConnection:
             except ConnectionClosed as exc:
                 if exc.rcvd_then_sent is False or _we_closed(exc):
                     return
-                raise self._closed(exc) from exc
-            message = parse_server_message(frame)
+                raise self._closed(exc) from None
+            except Exception as exc:
+                raise self._broken(exc) from None
+            message = self._parse(frame)
             if message is not None:
                 yield message
 
+    def _parse(self, frame: str | bytes) -> ServerMessage | None:
+        try:
+            return parse_server_message(frame)
+        except MalformedMessage as exc:
+            raise UpstreamProtocolError(
+                f"malformed upstream frame: {exc}", session_id=self._session_id
+            ) from None
+        except (ValueError, TypeError, RecursionError) as exc:
+            raise UpstreamProtocolError(
+                f"malformed upstream frame: {type(exc).__name__}", session_id=self._session_id
+            ) from None
+
     async def close(self) -> None:
         """Close with 1000 (a clean finish, reson8-protocol.md "Errors")."""
-        await self._ws.close(code=1000)
+        try:
+            await self._ws.close(code=1000)
+        except Exception as exc:
+            raise self._broken(exc) from None
 
     def abort(self) -> None:
         """Drop the TCP connection at once (used when a task is cancelled)."""
@@ -109,11 +167,21 @@ class UpstreamConnection:
     def _closed(self, exc: ConnectionClosed) -> UpstreamClosed:
         frame = exc.rcvd
         code = frame.code if frame is not None else None
-        reason = "ping timeout" if code == 1011 else "connection lost"
         if frame is None:
             reason = "connection dropped"
+        elif code == 1011:
+            reason = "ping timeout"
+        elif code == 1009:
+            reason = "frame too large"
+        else:
+            reason = "connection lost"
         return UpstreamClosed(
             f"upstream {reason} (close code {code})", close_code=code, session_id=self._session_id
+        )
+
+    def _broken(self, exc: BaseException) -> UpstreamClosed:
+        return UpstreamClosed(
+            f"upstream connection failed: {type(exc).__name__}", session_id=self._session_id
         )
 
 
@@ -129,23 +197,28 @@ async def open_connection(
 
     Raises :class:`UpstreamRefused` (status-based ``retriable``) when the
     handshake is refused, :class:`UpstreamError` (retriable) when the server
-    cannot be reached. The API key goes only into the ``Authorization`` header.
+    cannot be reached or the handshake fails otherwise.
     """
     url = connection_url(options.base_url, params)
     try:
         ws = await connect(
             url,
-            additional_headers={"Authorization": f"ApiKey {options.api_key}"},
+            additional_headers={
+                "Authorization": f"ApiKey {options.api_key}",
+                "X-Reson8-Integration": integration_header(),
+            },
             open_timeout=options.open_timeout_s,
             ping_interval=options.ping_interval_s,
             ping_timeout=options.ping_timeout_s,
             compression=None,  # audio does not deflate; save the CPU
+            max_size=options.max_message_bytes,
             max_queue=64,
             user_agent_header=f"reson8-kafka websockets/{websockets_version}",
+            logger=_ws_log,
         )
     except InvalidStatus as exc:
         raise _refused(exc, session_id) from None
-    except (InvalidHandshake, OSError, TimeoutError) as exc:
+    except Exception as exc:  # OSError, TimeoutError, InvalidHandshake, InvalidURI...
         raise UpstreamError(
             f"cannot reach upstream at {options.base_url}: {type(exc).__name__}",
             session_id=session_id,

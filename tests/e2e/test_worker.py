@@ -152,16 +152,27 @@ async def test_bad_records_go_to_the_dlq_and_the_partition_moves_on(
         await produce_sessions(stack, {"good": good})
         await out.until(out.ended(["good"]))
         assert [f[0] for f in out.finals("good")] == [" ".join(u) for u in UTTERANCES]
-    records = await dlq_records(stack, 3)
-    codes = {r.key.decode(): dict(r.headers)["stt-error-code"].decode() for r in records}
-    assert codes["badhdr"] == "bad_header"
-    assert codes["badkind"] == "bad_header"
-    assert codes["garbage"] == "undecodable_audio"
+        [failed] = out.events("session_failed", "garbage")
+        assert isinstance(failed, SessionEvent)
+        assert failed.code == "undecodable_audio"
+    # The garbage's audio, then its end record (its session failed), one each
+    # for the bad headers.
+    records = await dlq_records(stack, 4)
+    codes: dict[str, list[str]] = {}
+    for r in sorted(records, key=lambda r: r.offset):
+        codes.setdefault(r.key.decode(), []).append(dict(r.headers)["stt-error-code"].decode())
+    assert codes == {
+        "garbage": ["undecodable_audio", "session_failed"],
+        "badhdr": ["bad_header"],
+        "badkind": ["bad_header"],
+    }
     for record in records:
         headers = dict(record.headers)
         assert headers["stt-source-topic"] == stack.audio_topic.encode()
         assert int(headers["stt-source-offset"]) >= 0
         assert headers["stt-error-detail"]
+        assert headers["ce_type"] == b"dev.reson8.kafka.dead_letter"
+        assert headers["traceparent"]
 
 
 async def test_flush_confirms_and_end_reports_statistics(

@@ -167,14 +167,14 @@ def test_resume_from_header_and_later_chunk(speech: bytes, fmt: str) -> None:
     decoder = ContainerDecoder(resume_every_s=0.5)
     try:
         original = decoder.feed(data) + decoder.flush()
-        points = decoder.resume_points
+        points = decoder.restart_points
     finally:
         decoder.close()
     assert decoder.header_bytes is not None
     assert len(points) >= 3
     for point in points[1:3]:
-        resumed = decode(point.header + data[point.offset :])
-        tail = original[point.samples * 2 :]
+        resumed = decode(point.header + data[point.byte :])
+        tail = original[point.frame * 2 :]
         if fmt.startswith("wav"):
             assert resumed == tail
         else:
@@ -188,10 +188,10 @@ def test_resume_from_header_and_later_chunk(speech: bytes, fmt: str) -> None:
 def test_resume_point_bookkeeping(speech: bytes) -> None:
     with ContainerDecoder(resume_every_s=0.5) as decoder:
         decoder.feed(samples.encode(speech, RATE, 1, "wav"))
-        points = decoder.resume_points
-        assert decoder.resume_point_before(points[2].samples + 1) == points[2]
-        decoder.forget_resume_points(points[2].samples)
-        assert decoder.resume_points == points[2:]
+        points = decoder.restart_points
+        assert decoder.restart_point_before(points[2].frame + 1) == points[2]
+        decoder.forget_restart_points(points[2].frame)
+        assert decoder.restart_points == points[2:]
 
 
 def test_raw_mulaw_matches_ffmpeg(speech: bytes) -> None:

@@ -1,6 +1,11 @@
-"""Container scanners for mid-stream restarts (private to ``workers.transcode``).
+"""Restart points: where a new decoder can take over a container stream.
 
-A scanner reads the same bytes as the decoder, in any split, and reports
+:class:`RestartPoint` is the one representation of a restart point in the
+worker: the decoder reports them, the session keeps the latest one behind its
+durable coverage, and a checkpoint stores one (``workers.checkpoint``).
+
+The scanners (private to ``workers.transcode``) read the same bytes as the
+decoder, in any split, and report
 
 - ``header``: the bytes a fresh decoder must see before mid-stream data;
 - restart candidates ``(offset, source_samples, header, source_rate)``: a byte
@@ -13,35 +18,85 @@ Vorbis) and MP3 (frame boundaries). FLAC, WebM and M4A are not: they would
 need a FLAC frame-header scanner, a Matroska Cluster/SimpleBlock parser and a
 fragmented-MP4 moof parser respectively (the restart then feeds the metadata
 blocks / EBML+Tracks / ftyp+moov before the chosen frame/Cluster/moof).
+
+The scanners parse untrusted bytes: their work is linear in the input, and
+declared values that no real audio has (a sample rate of 0 or 1 Hz, no
+channels, 65,535 channels, a block size of 0) raise
+:class:`~workers.errors.DecodeError` at once (tests/fuzz has their targets).
 """
 
 from __future__ import annotations
 
+import base64
 import struct
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Annotated, Protocol
 
-__all__ = ["ResumePoint", "Scanner", "scanner_for"]
+from pydantic import BaseModel, BeforeValidator, ConfigDict, PlainSerializer
+
+from workers.errors import DecodeError
+
+__all__ = [
+    "MAX_CHANNELS",
+    "MAX_RATE",
+    "MIN_RATE",
+    "Base64Bytes",
+    "RestartPoint",
+    "Scanner",
+    "check_format",
+    "scanner_for",
+]
 
 Candidate = tuple[int, int, bytes, int]  # offset, source samples, header, source rate
 
 _UNKNOWN_SIZES = (0, 0xFFFFFFFF)
 _MAX_HEADER = 1 << 20  # give up on a header that has not ended within 1 MiB
 
+# Sane limits for declared and decoded audio formats: telephony starts at
+# 8 kHz (some codecs at 6 kHz), studio audio ends at 384 kHz; the Reson8 API
+# takes 1..10 channels, and a container may carry up to 16 (downmixed).
+MIN_RATE = 4000
+MAX_RATE = 384_000
+MAX_CHANNELS = 16
 
-@dataclass(frozen=True)
-class ResumePoint:
-    """Where a new decoder can take over a stream.
 
-    To restart: create a new decoder with the same targets, ``feed(header)``,
-    then feed the original input from byte ``offset`` on. Its first output
-    sample is output sample ``samples`` of the original decoder (exact for
-    WAV at equal rates; for lossy codecs the first ~20 ms converge).
+def check_format(rate: int, channels: int, what: str) -> None:
+    """Raise :class:`DecodeError` when a declared or decoded format is not
+    audio anyone records (the decoder would expand or divide by it)."""
+    if not MIN_RATE <= rate <= MAX_RATE:
+        raise DecodeError(f"{what}: sample rate {rate} Hz is outside {MIN_RATE}..{MAX_RATE}")
+    if not 1 <= channels <= MAX_CHANNELS:
+        raise DecodeError(f"{what}: {channels} channels is outside 1..{MAX_CHANNELS}")
+
+
+def _from_base64(value: object) -> object:
+    return base64.b64decode(value, validate=True) if isinstance(value, str) else value
+
+
+# Raw bytes in Python, base64 text in JSON.
+Base64Bytes = Annotated[
+    bytes,
+    BeforeValidator(_from_base64),
+    PlainSerializer(
+        lambda b: base64.b64encode(b).decode("ascii"), return_type=str, when_used="json"
+    ),
+]
+
+
+class RestartPoint(BaseModel):
+    """Where decoding can (re)start: feed ``header`` to a fresh decoder, then
+    the input from byte ``byte`` on; its first output sample is session frame
+    ``frame`` (at the upstream rate). Exact for raw audio and WAV at equal
+    rates; for lossy codecs the first ~20 ms converge.
+
+    ``byte`` counts the input of the session's current configuration.
     """
 
-    offset: int
-    samples: int
-    header: bytes
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    byte: int = 0
+    frame: int = 0
+    header: Base64Bytes = b""
 
 
 class Scanner(Protocol):
@@ -111,6 +166,8 @@ class _WavScanner(_Buffered):
         self._push(data, base)
         if self.header is None and not self._parse_header():
             return []
+        if self.dead:
+            return []
         end = self._at + len(self._buf)
         self._drop(len(self._buf))
         return self._candidates(end)
@@ -123,12 +180,19 @@ class _WavScanner(_Buffered):
                 self._finish_header(self._pos + 8, size)
                 return True
             if chunk_id == b"fmt " and len(buf) >= self._pos + 24:
-                self._rate, _, self._block_align = struct.unpack_from("<IIH", buf, self._pos + 12)
+                self._read_fmt(buf, self._pos + 8)
             elif chunk_id == b"fmt ":
                 return False
             self._pos += 8 + size + (size & 1)
         self.dead = len(buf) > _MAX_HEADER
         return False
+
+    def _read_fmt(self, buf: bytearray, at: int) -> None:
+        _, channels, rate, _, block_align = struct.unpack_from("<HHIIH", buf, at)
+        check_format(rate, channels, "WAV header")
+        if block_align <= 0 or block_align % channels:
+            raise DecodeError(f"WAV header: block size {block_align} for {channels} channels")
+        self._rate, self._block_align = rate, block_align
 
     def _finish_header(self, data_start: int, size: int) -> None:
         self.header = bytes(self._buf[:data_start])
@@ -224,7 +288,7 @@ class _OggScanner(_Buffered):
         if self._serial is None:
             self._serial = page.serial
             self._parse_id_header(page.body)
-        if page.serial != self._serial:
+        if self.dead or page.serial != self._serial:
             return None  # another logical stream (chained/multiplexed): not tracked
         if self.header is None:
             return self._on_header_page(page)
@@ -232,13 +296,15 @@ class _OggScanner(_Buffered):
 
     def _parse_id_header(self, body: bytes) -> None:
         if body.startswith(b"OpusHead") and len(body) >= 12:
+            check_format(48000, body[9], "OpusHead")
             # Opus granules always count 48 kHz samples (RFC 7845, section 4).
             self._rate = 48000
             self._pre_skip = struct.unpack_from("<H", body, 10)[0]
         elif body.startswith(b"\x01vorbis") and len(body) >= 16:
+            check_format(struct.unpack_from("<I", body, 12)[0], body[11], "Vorbis header")
             self._rate = struct.unpack_from("<I", body, 12)[0]
         else:
-            self.dead = True
+            self.dead = True  # not a stream we can restart: FFmpeg decides the rest
 
     def _on_header_page(self, page: _OggPage) -> Candidate | None:
         if page.granule == 0:

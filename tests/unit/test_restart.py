@@ -1,10 +1,10 @@
-"""Container scanners behind ContainerDecoder's resume points (no I/O)."""
+"""Restart points: the container scanners behind ContainerDecoder (no I/O)."""
 
 from __future__ import annotations
 
 import struct
 
-from workers._resume import _mpeg_frame, scanner_for
+from workers.restart import _mpeg_frame, scanner_for
 
 
 def _wav_header(data_size: int, rate: int = 8000, channels: int = 1) -> bytes:

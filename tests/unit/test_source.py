@@ -1,4 +1,4 @@
-"""Session: raw passthrough, split channels, offset coverage (no I/O)."""
+"""Source: raw passthrough, split channels, record coverage, restart positions (no I/O)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import struct
 from schemas.envelope import SessionConfig
 from schemas.wire import FlushConfirmation, FlushRequest, Transcript
 from workers.checkpoint import Checkpoint
-from workers.session import Session
+from workers.source import Source
 from workers.stream import ChannelStream
 
 
@@ -15,32 +15,38 @@ def raw(**kw: object) -> SessionConfig:
     return SessionConfig.model_validate({"encoding": "pcm_s16le", "sample_rate": 8000, **kw})
 
 
+def feed(source: Source, offset: int, audio: bytes, kind: str = "audio") -> None:
+    source.add(offset, audio, kind)
+    source.process()
+    assert not source.busy
+
+
 def stereo(frames: list[tuple[int, int]]) -> bytes:
     return b"".join(struct.pack("<hh", left, right) for left, right in frames)
 
 
 def test_raw_mixed_audio_passes_through_untouched() -> None:
-    session = Session("s", raw(channels=2), upstream_rate=16000)
+    session = Source("s", raw(channels=2), upstream_rate=16000)
     [stream] = session.streams
     assert stream.params.encoding == "pcm_s16le"
     assert stream.params.sample_rate == 8000
     assert stream.params.channels == 2
     stream.connected(None)
     data = stereo([(1, 2), (3, 4)])
-    session.feed(data[:3])
-    session.feed(data[3:])
+    feed(session, 0, data[:3])
+    feed(session, 1, data[3:])
     assert b"".join(x for x in stream.outgoing() if isinstance(x, bytes)) == data
 
 
 def test_split_pcm_gives_one_mono_stream_per_channel_with_labels() -> None:
     config = raw(channels=2, channel_mode="split", channel_labels=("agent", "caller"))
-    session = Session("s", config, upstream_rate=16000)
+    session = Source("s", config, upstream_rate=16000)
     left, right = session.streams
     assert (left.label, right.label) == ("agent", "caller")
     assert left.params.channels == right.params.channels == 1
     data = stereo([(1, -1), (2, -2), (3, -3)])
-    session.feed(data[:5])  # splits inside a frame
-    session.feed(data[5:])
+    feed(session, 0, data[:5])  # splits inside a frame
+    feed(session, 1, data[5:])
     for s in (left, right):
         s.connected(None)
     assert list(left.outgoing()) == [struct.pack("<hhh", 1, 2, 3)]
@@ -49,8 +55,8 @@ def test_split_pcm_gives_one_mono_stream_per_channel_with_labels() -> None:
 
 def test_split_mulaw_deinterleaves_bytes_without_decoding() -> None:
     config = SessionConfig(encoding="mulaw", sample_rate=8000, channels=2, channel_mode="split")
-    session = Session("s", config, upstream_rate=16000)
-    session.feed(bytes([10, 20, 11, 21, 12]))
+    session = Source("s", config, upstream_rate=16000)
+    feed(session, 0, bytes([10, 20, 11, 21, 12]))
     left, right = session.streams
     for s in (left, right):
         s.connected(None)
@@ -61,14 +67,12 @@ def test_split_mulaw_deinterleaves_bytes_without_decoding() -> None:
 
 def test_resume_position_waits_for_every_stream_and_for_emitted_events() -> None:
     config = raw(channels=2, channel_mode="split")
-    session = Session("s", config, upstream_rate=16000)
+    session = Source("s", config, upstream_rate=16000)
     left, right = session.streams
     for s in (left, right):
         s.connected(None)
-    session.feed(b"\x00" * 4 * 800)  # 100 ms
-    session.mark(10)
-    session.feed(b"\x00" * 4 * 800)
-    session.mark(11)
+    feed(session, 10, b"\x00" * 4 * 800)  # 100 ms
+    feed(session, 11, b"\x00" * 4 * 800)
     for s in (left, right):
         list(s.outgoing())
     left.on_message(Transcript(text="a", start_ms=0, duration_ms=200))
@@ -80,25 +84,24 @@ def test_resume_position_waits_for_every_stream_and_for_emitted_events() -> None
         s.events_emitted()
     position = session.position()
     assert position is not None
-    assert (position.offset, position.record_byte, position.resume_byte) == (11, 3200, 3200)
-    assert position.resume_frame == 800
+    assert (position.offset, position.record_byte, position.restart.byte) == (11, 3200, 3200)
+    assert position.restart.frame == 800
     assert [s.covered for s in position.streams] == [1600, 800]
     right.on_message(Transcript(text="c", start_ms=100, duration_ms=100))
     right.events_emitted()
     position = session.position()
     assert position is not None
-    assert (position.offset, position.resume_byte) == (12, 6400)
+    assert (position.offset, position.restart.byte) == (12, 6400)
 
 
 def test_flush_record_is_done_only_once_its_confirmation_is_emitted() -> None:
-    session = Session("s", raw(), upstream_rate=16000)
+    session = Source("s", raw(), upstream_rate=16000)
     [stream] = session.streams
     stream.connected(None)
-    session.feed(b"\x00" * 1600)
-    flushes = session.flush(user=True)
-    session.mark(5, flushes=flushes)
+    feed(session, 5, b"\x00" * 1600, "flush")
     out = list(stream.outgoing())
-    assert out[-1] == FlushRequest(id=flushes[0])
+    assert isinstance(out[-1], FlushRequest)
+    flushes = [out[-1].id]
     position = session.position()
     assert position is not None
     assert position.offset == 5
@@ -106,17 +109,16 @@ def test_flush_record_is_done_only_once_its_confirmation_is_emitted() -> None:
     stream.events_emitted()
     position = session.position()
     assert position is not None
-    assert (position.offset, position.resume_byte) == (6, 1600)
+    assert (position.offset, position.restart.byte) == (6, 1600)
     assert session.uncovered_seconds == 0
 
 
 def test_end_record_is_never_done_while_the_session_is_open() -> None:
-    session = Session("s", raw(), upstream_rate=16000)
+    session = Source("s", raw(), upstream_rate=16000)
     [stream] = session.streams
     stream.connected(None)
-    session.feed(b"\x00" * 1600)
-    session.mark(1)
-    session.mark(2, end=True)
+    feed(session, 1, b"\x00" * 1600)
+    feed(session, 2, b"", "end")
     list(stream.outgoing())
     stream.on_message(Transcript(text="x", start_ms=0, duration_ms=100))
     stream.events_emitted()
@@ -125,10 +127,18 @@ def test_end_record_is_never_done_while_the_session_is_open() -> None:
     assert (position.offset, position.record_byte) == (2, 1600)
 
 
-def _checkpoint(session: Session) -> Checkpoint:
-    checkpoint = session.checkpoint(0)
-    assert checkpoint is not None
-    return checkpoint
+def _checkpoint(source: Source) -> Checkpoint:
+    position = source.position()
+    assert position is not None
+    return Checkpoint(
+        session_id="s",
+        partition=0,
+        offset=position.offset,
+        record_byte=position.record_byte,
+        restart=position.restart,
+        config=source.config,
+        streams=position.streams,
+    )
 
 
 def _sent_audio(stream: ChannelStream) -> bytes:
@@ -138,12 +148,11 @@ def _sent_audio(stream: ChannelStream) -> bytes:
 def test_a_resumed_session_sends_exactly_the_uncovered_audio_at_the_same_frames() -> None:
     config = raw(channels=2, channel_mode="split", sample_rate=8000)
     records = [bytes((i * 7 + j) % 256 for j in range(2407)) for i in range(6)]  # odd sizes
-    first = Session("s", config, upstream_rate=16000)
+    first = Source("s", config, upstream_rate=16000)
     for s in first.streams:
         s.connected(None)
     for offset, audio in enumerate(records[:4]):
-        first.feed(audio)
-        first.mark(offset)
+        feed(first, offset, audio)
     for s in first.streams:
         _sent_audio(s)
     first.streams[0].on_message(Transcript(text="a", start_ms=0, duration_ms=250))
@@ -152,14 +161,12 @@ def test_a_resumed_session_sends_exactly_the_uncovered_audio_at_the_same_frames(
         s.events_emitted()
     saved = Checkpoint.from_bytes(_checkpoint(first).to_bytes())
     for offset, audio in enumerate(records[4:], start=4):
-        first.feed(audio)
-        first.mark(offset)
+        feed(first, offset, audio)
 
-    second = Session("s", saved.config, upstream_rate=16000, resume=saved)
+    second = Source("s", saved.config, upstream_rate=16000, resume=saved)
     for offset, audio in enumerate(records):
         if offset >= saved.offset:
-            second.feed(audio)
-            second.mark(offset)
+            feed(second, offset, audio)
     for old, new in zip(first.streams, second.streams, strict=True):
         assert (new.covered, new.frames_in) == (old.covered, old.frames_in)
         new.connected(None)

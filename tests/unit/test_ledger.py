@@ -102,7 +102,11 @@ operations = st.lists(
         st.tuples(st.just("add"), st.integers(1, 3), st.sampled_from(OWNERS)),
         st.tuples(st.just("done"), st.integers(0, 40), st.none()),
         st.tuples(st.just("hold"), st.integers(0, 40), st.none()),
-        st.tuples(st.just("release"), st.sampled_from([None, *range(0, 40, 5)]), st.sampled_from(OWNERS[:3])),
+        st.tuples(
+            st.just("release"),
+            st.sampled_from([None, *range(0, 40, 5)]),
+            st.sampled_from(OWNERS[:3]),
+        ),
         st.tuples(st.just("ready"), st.none(), st.none()),
     ),
     max_size=60,

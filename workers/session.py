@@ -348,6 +348,7 @@ class Session:
             return
         _, stream, link = found
         link.opened(now)
+        self._last_heard = now
         self._sent_at[key] = deque(maxlen=1024)
         reason = stream.connected(link.reason)
         kind = "upstream_connected" if reason is None else "upstream_reconnected"
@@ -535,8 +536,14 @@ class Session:
             return
         if all(e.source.settled for e in self._epochs):
             self._finish(True)
-        elif now - max(self._last_heard, ending.since) >= self.policy.end_timeout_s:
+        elif self._open and now - max(self._last_heard, ending.since) >= self.policy.end_timeout_s:
+            # An open upstream that stopped answering; a closed one is the
+            # link's business (it reconnects and replays, or fails the session).
             self._finish(False)
+
+    @property
+    def _open(self) -> bool:
+        return any(link.is_open for e in self._epochs if not e.closed for link in e.links.values())
 
     def _needs_flush(self, quiet_s: float) -> bool:
         """Flush when the input paused, at a silence once enough audio is

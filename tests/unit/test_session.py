@@ -344,7 +344,9 @@ OPS = ("record", "connect", "send", "deliver", "drop", "publish", "checkpoint", 
 words = st.lists(st.tuples(st.integers(1, 30), st.integers(1, 40)), min_size=1, max_size=6)
 
 
-def world(words: list[tuple[int, int]], cuts: list[int]) -> tuple[World, list[tuple[int, int, int]]]:
+def world(
+    words: list[tuple[int, int]], cuts: list[int]
+) -> tuple[World, list[tuple[int, int, int]]]:
     audio, truth = speech(words)
     records, at = [], 0
     for i, cut in enumerate([*cuts, len(audio)]):

@@ -1,7 +1,11 @@
-"""One fuzz target under atheris: ``python -m tests.fuzz.atheris_main TARGET CORPUS [libFuzzer flags]``."""
+"""One fuzz target under atheris.
+
+python -m tests.fuzz.atheris_main TARGET CORPUS [libFuzzer flags]
+"""
 
 from __future__ import annotations
 
+import contextlib
 import sys
 
 import atheris
@@ -15,10 +19,8 @@ def main() -> None:
     target = TARGETS[name]
 
     def one_input(data: bytes) -> None:
-        try:
+        with contextlib.suppress(ALLOWED):
             target(data)
-        except ALLOWED:
-            pass
 
     atheris.Setup([sys.argv[0], *flags], one_input)
     atheris.Fuzz()

@@ -53,7 +53,9 @@ def scanner(container: str) -> Target:
         for part in _splits(data):
             for offset, samples, header, rate in scan.feed(part, at):
                 assert 0 <= offset <= at + len(part) + 1
-                assert rate > 0 and samples >= 0 and isinstance(header, bytes)
+                assert rate > 0
+                assert samples >= 0
+                assert isinstance(header, bytes)
             at += len(part)
 
     target.__name__ = f"{container}_scanner"

@@ -341,11 +341,14 @@ class Source:
             for offset, record in unproven
             if offset != culprit.offset
         ]
-        rejected += [
-            Rejected(i.offset, i.record, "session_failed", "earlier audio is undecodable")
-            for i in self._queue
-            if i is not culprit and i.offset is not None
-        ]
+        for item in self._queue:
+            if item is culprit or item.offset is None:
+                continue
+            if culprit.offset is not None and item.offset < culprit.offset:
+                rejected.append(Rejected(item.offset, item.record, "undecodable_audio", str(error)))
+            else:
+                detail = "earlier audio is undecodable"
+                rejected.append(Rejected(item.offset, item.record, "session_failed", detail))
         self.rejected = sorted(rejected, key=lambda r: r.offset)
         self._queue.clear()
         self.close()

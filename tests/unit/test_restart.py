@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import struct
 
-from workers.restart import _mpeg_frame, scanner_for
+import pytest
+
+from tests.fuzz.hostile import BARE_OGG_PAGE, ZERO_BLOCK_WAV, ogg_page, opus_head, wav
+from workers.errors import DecodeError
+from workers.restart import RestartPoint, _mpeg_frame, scanner_for
 
 
 def _wav_header(data_size: int, rate: int = 8000, channels: int = 1) -> bytes:
@@ -57,3 +61,42 @@ def test_mpeg_frame_header_sizes() -> None:
 def test_unsupported_containers_have_no_scanner() -> None:
     assert scanner_for("webm") is None
     assert scanner_for(None) is None
+
+
+# -- hostile headers (issue 12): refused at once, never a loop or a division ------
+
+
+def test_a_wav_with_block_size_zero_is_refused_not_looped_on() -> None:
+    scanner = scanner_for("wav")
+    assert scanner is not None
+    with pytest.raises(DecodeError, match="0 channels"):  # and block size 0
+        scanner.feed(ZERO_BLOCK_WAV, 0)
+
+
+@pytest.mark.parametrize(
+    ("rate", "channels", "message"),
+    [(0, 1, "sample rate 0 Hz"), (1, 1, "sample rate 1 Hz"), (16000, 65535, "65535 channels")],
+)
+def test_wav_formats_no_audio_has_are_refused(rate: int, channels: int, message: str) -> None:
+    scanner = scanner_for("wav")
+    assert scanner is not None
+    with pytest.raises(DecodeError, match=message):
+        scanner.feed(wav(rate=rate, channels=channels, block_align=2), 0)
+
+
+def test_an_ogg_page_that_is_no_opus_or_vorbis_header_gives_no_restart_point() -> None:
+    scanner = scanner_for("ogg")
+    assert scanner is not None
+    assert scanner.feed(BARE_OGG_PAGE + BARE_OGG_PAGE, 0) == []
+
+
+def test_an_opus_head_with_no_channels_is_refused() -> None:
+    scanner = scanner_for("ogg")
+    assert scanner is not None
+    with pytest.raises(DecodeError, match="0 channels"):
+        scanner.feed(ogg_page(opus_head(0)), 0)
+
+
+def test_restart_points_round_trip_through_json() -> None:
+    point = RestartPoint(byte=44, frame=16000, header=b"RIFF\x00")
+    assert RestartPoint.model_validate_json(point.model_dump_json()) == point

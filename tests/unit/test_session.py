@@ -13,14 +13,14 @@ import itertools
 import struct
 from dataclasses import dataclass, field
 
-import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from schemas.envelope import RecordHeaders, SessionConfig
 from schemas.events import SessionEvent, TranscriptEvent
-from schemas.wire import FlushConfirmation, FlushRequest, ServerMessage, Transcript
+from schemas.wire import FlushRequest
+from tests.unit.fakes import FakeUpstream
 from workers.checkpoint import Checkpoint
 from workers.errors import InputError, UpstreamClosed, UpstreamRefused
 from workers.link import RetryPolicy
@@ -41,50 +41,6 @@ POLICY = SessionPolicy(
 )
 AUDIO = RecordHeaders()
 END = RecordHeaders(kind="end")
-
-
-# -- a recognizer stand-in: one final per run of non-zero samples --------------------
-
-
-@dataclass
-class FakeUpstream:
-    """One connection: finals for every run of equal non-zero samples that has
-    ended (a zero sample or a flush ends it), in this connection's time."""
-
-    frames: int = 0
-    run_start: int | None = None
-    run_value: int = 0
-    outbox: list[ServerMessage] = field(default_factory=list)
-
-    def receive(self, items: list[bytes | FlushRequest]) -> None:
-        for item in items:
-            if isinstance(item, FlushRequest):
-                self._end_run(self.frames)
-                self.outbox.append(FlushConfirmation(id=item.id))
-            else:
-                self._audio(np.frombuffer(item, dtype="<i2"))
-
-    def _audio(self, samples: np.ndarray) -> None:
-        for value in samples.tolist():
-            if self.run_start is not None and value != self.run_value:
-                self._end_run(self.frames)
-            if value and self.run_start is None:
-                self.run_start, self.run_value = self.frames, value
-            self.frames += 1
-
-    def _end_run(self, end: int) -> None:
-        if self.run_start is None:
-            return
-        start = self.run_start
-        self.run_start = None
-        if end > start:
-            self.outbox.append(
-                Transcript(
-                    text=f"w{self.run_value}",
-                    start_ms=start // FRAMES_PER_MS,
-                    duration_ms=(end - start) // FRAMES_PER_MS,
-                )
-            )
 
 
 def speech(words: list[tuple[int, int]]) -> tuple[bytes, list[tuple[int, int, int]]]:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import random
 import struct
 
+from emulator.samples import encode
 from schemas.envelope import SessionConfig
 from schemas.wire import FlushConfirmation, FlushRequest, Transcript
+from tests.fuzz.hostile import wav
 from workers.checkpoint import Checkpoint
 from workers.source import Source
 from workers.stream import ChannelStream
@@ -173,3 +176,71 @@ def test_a_resumed_session_sends_exactly_the_uncovered_audio_at_the_same_frames(
         old.disconnected()
         old.connected(None)  # a reconnect on the first owner replays the same
         assert _sent_audio(new) == _sent_audio(old)
+
+
+# -- undecodable audio (issue 12): dead-lettered wherever it is found ---------------
+
+
+def container() -> Source:
+    return Source("s", SessionConfig(), upstream_rate=16000)
+
+
+def settle(source: Source) -> None:
+    while source.busy:
+        source.process()
+
+
+def test_a_stream_that_never_produces_audio_dead_letters_every_record() -> None:
+    source = container()
+    source.add(0, b"\x00\x01junk", "audio", "r0")
+    source.add(1, b"\x02\x03junk", "audio", "r1")  # 12 bytes: no container header
+    settle(source)
+    assert [(r.offset, r.record, r.code) for r in source.rejected] == [
+        (0, "r0", "undecodable_audio"),
+        (1, "r1", "undecodable_audio"),
+    ]
+
+
+def test_a_header_cut_short_is_dead_lettered_at_the_end() -> None:
+    source = container()
+    source.add(0, wav(data=b"\x00" * 100)[:30], "audio", "cut")
+    settle(source)
+    assert source.failed is None  # nothing to say yet: more bytes may come
+    source.add(1, b"", "end", "end")
+    settle(source)
+    assert [(r.record, r.code) for r in source.rejected] == [
+        ("cut", "undecodable_audio"),
+        ("end", "session_failed"),
+    ]
+
+
+def test_garbage_after_good_audio_keeps_the_good_part() -> None:
+    # MP3 (like M4A) fails on garbage; OGG and WebM resynchronise past it.
+    mp3 = encode(struct.pack("<h", 3000) * 16000 * 20, 16000, 1, "mp3")
+    good = mp3[: len(mp3) // 2]
+    source = container()
+    for i in range(0, len(good), 4000):
+        source.add(i, good[i : i + 4000], "audio", f"good{i}")
+        settle(source)
+    frames = source.streams[0].frames_in
+    assert frames > 8000
+    source.add(10**6, random.Random(1).randbytes(20000), "audio", "garbage")
+    source.add(10**6 + 1, b"", "end", "end")
+    settle(source)
+    assert source.failed is not None
+    assert [(r.record, r.code) for r in source.rejected] == [
+        ("garbage", "undecodable_audio"),
+        ("end", "session_failed"),
+    ]
+    assert source.streams[0].frames_in >= frames  # what was decoded stays, to be transcribed
+
+
+def test_split_mode_takes_at_most_ten_channels() -> None:
+    pcm = b"\x00\x00" * 12 * 1600
+    data = encode(pcm, 16000, 12, "wav")
+    source = Source("s", SessionConfig(channel_mode="split"), upstream_rate=16000)
+    source.add(0, data, "audio", "wide")
+    source.add(1, b"", "end", "end")
+    settle(source)
+    assert source.rejected[0].code == "undecodable_audio"
+    assert "10 channels" in source.rejected[0].detail

@@ -149,7 +149,8 @@ def test_refusals_of_either_style_parse(
 
 def test_402_is_out_of_credits_and_nothing_parses_to_none() -> None:
     parsed = ErrorBody.parse(b"", None, 402)
-    assert parsed is not None and parsed.out_of_credits
+    assert parsed is not None
+    assert parsed.out_of_credits
     assert ErrorBody.parse(b"", None) is None
 
 

@@ -12,7 +12,7 @@ import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from workers.errors import ConfigError
+from emulator.errors import ConfigError, EmulatorError
 
 if TYPE_CHECKING:
     from emulator.server import EmulatorConfig, EmulatorServer
@@ -91,11 +91,19 @@ def build_config(args: argparse.Namespace) -> EmulatorConfig:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Serve until SIGINT/SIGTERM; returns 0 after a clean stop."""
+    """Serve until SIGINT/SIGTERM; returns 0 after a clean stop, 1 on a bad option.
+
+    Errors become one line on stderr: the emulator does not lean on the
+    worker's CLI to print them.
+    """
     import asyncio
 
-    config = build_config(args)
-    return asyncio.run(_serve(config))
+    try:
+        config = build_config(args)
+        return asyncio.run(_serve(config))
+    except EmulatorError as exc:
+        print(f"emulator: error: {exc}", file=sys.stderr)
+        return 1
 
 
 async def _serve(config: EmulatorConfig) -> int:
@@ -137,11 +145,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="emulator", description=_HELP)
     add_arguments(parser)
     args = parser.parse_args(argv)
-    try:
-        return run(args)
-    except ConfigError as exc:
-        print(f"emulator: error: {exc}", file=sys.stderr)
-        return 1
+    return run(args)
 
 
 if __name__ == "__main__":

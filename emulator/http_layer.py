@@ -61,7 +61,7 @@ def error_response(status: int, detail: str) -> Response:
     """A refusal as the stand-in sends it: status, ``X-Error-Message`` and JSON
     ``{"code", "detail"}`` (protocol page, "Errors"). ``detail`` must not hold a
     secret."""
-    body = ErrorBody.for_status(status, detail).model_dump_json()
+    body = ErrorBody.for_status(status, detail).model_dump_json(exclude={"status"})
     return json_response(status, body, {"X-Error-Message": detail})
 
 

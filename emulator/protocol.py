@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
+from emulator.errors import DecodeError
 from schemas.wire import (
     FlushConfirmation,
     MalformedMessage,
@@ -33,7 +34,6 @@ from schemas.wire import (
     WireWord,
     parse_client_message,
 )
-from workers.errors import DecodeError
 
 if TYPE_CHECKING:
     from emulator.recognizers import Hypothesis, Recognizer, RecognizerEvent, Word

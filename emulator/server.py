@@ -33,11 +33,11 @@ from websockets.typing import Subprotocol
 
 from emulator.audio import AudioInput
 from emulator.auth import Authenticator, AuthError
+from emulator.errors import ConfigError
 from emulator.faults import FaultError, Faults
 from emulator.http_layer import HttpRequest, SniffingConnection, error_response, json_response
 from emulator.protocol import Action, Close, Connection, Drop, Hang, Send, create_session
 from schemas.wire import ENDPOINTS, PATH_PREFIX, TOKEN_PATH, InvalidParameter, StreamParams
-from workers.errors import ConfigError
 
 __all__ = ["EmulatorConfig", "EmulatorObserver", "EmulatorServer", "SessionStats"]
 
@@ -157,7 +157,7 @@ class EmulatorServer:
     async def start(self) -> None:
         """Bind and start serving; then read :attr:`url`.
 
-        Raises :class:`~workers.errors.ConfigError` for an unknown recognizer.
+        Raises :class:`~emulator.errors.ConfigError` for an unknown recognizer.
         """
         from emulator.recognizers.base import RECOGNIZERS
 
@@ -370,7 +370,7 @@ class EmulatorServer:
         session = create_session(params, recognizer, utterance_end_ms=cfg.utterance_end_ms)
         return Connection(
             session,
-            AudioInput(params),
+            AudioInput(params.encoding, params.sample_rate, params.channels),
             drop_after_ms=faults.drop_after_ms,
             drop_close_code=faults.drop_close_code,
             hang_after_ms=faults.hang_after_ms,

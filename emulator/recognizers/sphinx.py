@@ -24,6 +24,7 @@ from collections.abc import Iterator, Sequence
 
 from pocketsphinx import Decoder, Endpointer, Vad
 
+from emulator.frames import FrameAligner
 from emulator.recognizers.base import (
     DEFAULT_UTTERANCE_END_MS,
     Final,
@@ -34,7 +35,6 @@ from emulator.recognizers.base import (
     Word,
     language_codes,
 )
-from workers.frames import FrameAligner
 
 __all__ = ["SphinxRecognizer"]
 

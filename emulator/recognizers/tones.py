@@ -21,6 +21,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from emulator.frames import FrameAligner
 from emulator.recognizers.base import (
     DEFAULT_UTTERANCE_END_MS,
     Final,
@@ -32,7 +33,6 @@ from emulator.recognizers.base import (
     language_codes,
 )
 from emulator.tones import FRAME_MS, VOCABULARY
-from workers.frames import FrameAligner
 
 __all__ = ["ToneRecognizer"]
 

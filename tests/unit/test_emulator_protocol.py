@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from emulator.errors import DecodeError
 from emulator.protocol import (
     CLOSE_INVALID_DATA,
     Close,
@@ -26,7 +27,6 @@ from emulator.protocol import (
 from emulator.recognizers import create_recognizer
 from emulator.tones import expected_finals, synthesize
 from schemas.wire import StreamParams
-from workers.errors import DecodeError
 
 UTTERANCES = [["alpha", "bravo"], ["charlie"], ["delta", "echo", "foxtrot"]]
 AUDIO = synthesize(UTTERANCES)

@@ -1,8 +1,9 @@
 """The emulator's asyncio server: a thin pump around ``emulator.protocol``.
 
 One host:port serves ``/v1/speech-to-text/realtime``, ``/v1/speech-to-text/turns``
-(WebSocket) and ``POST /v1/auth/token`` (see ``emulator.http_layer``), so a
-third-party Reson8 client works by changing only its base URL::
+(WebSocket), ``POST /v1/auth/token`` and ``POST /v1/speech-to-text/prerecorded``
+(see ``emulator.http_layer``), so a third-party Reson8 client works by changing
+only its base URL::
 
     async with EmulatorServer(EmulatorConfig(recognizer="tones")) as server:
         url = server.url  # ws://127.0.0.1:PORT
@@ -10,9 +11,14 @@ third-party Reson8 client works by changing only its base URL::
 Handshake checks, in order: path (404), fault parameters (400), injected
 refusals (``refuse``/``refuse_first``), credentials (401), stream parameters
 (400, ``StreamParams.from_query``), the concurrent-session limit (429). Every
-refusal carries ``X-Error-Message`` and a JSON ``{"code", "detail"}`` body.
-Keepalive is websockets' own (``ping_interval``/``ping_timeout``): a client
-that stops answering pings is closed (1011).
+refusal carries ``X-Error-Message``, and a JSON ``{"code", "detail"}`` body or
+none (``refusal_style``). Keepalive is websockets' own
+(``ping_interval``/``ping_timeout``): a client that stops answering pings is
+closed (1011).
+
+The real recognizers decode in a :class:`~emulator.recognizers.pool.DecodePool`
+(one process per core, finals first): the pump hands each ``Decode`` action
+to it and feeds the words back, one connection's calls serialized by a lock.
 """
 
 from __future__ import annotations
@@ -33,11 +39,37 @@ from websockets.typing import Subprotocol
 
 from emulator.audio import AudioInput
 from emulator.auth import Authenticator, AuthError
-from emulator.faults import FaultError, Faults
-from emulator.http_layer import HttpRequest, SniffingConnection, error_response, json_response
-from emulator.protocol import Action, Close, Connection, Drop, Hang, Send, create_session
-from schemas.wire import ENDPOINTS, PATH_PREFIX, TOKEN_PATH, InvalidParameter, StreamParams
-from workers.errors import ConfigError
+from emulator.errors import ConfigError, DecodeError, UnsupportedInput
+from emulator.faults import QUERY_PREFIX, FaultError, Faults
+from emulator.http_layer import (
+    HttpRequest,
+    RefusalStyle,
+    SniffingConnection,
+    error_response,
+    json_response,
+)
+from emulator.protocol import (
+    Action,
+    Close,
+    Connection,
+    Decode,
+    Drop,
+    Hang,
+    Send,
+    TurnOptions,
+    create_session,
+)
+from emulator.recognizers.base import TRANSCRIBES
+from emulator.recognizers.pool import FILE, DecodePool
+from schemas.wire import (
+    ENDPOINTS,
+    PATH_PREFIX,
+    PRERECORDED_PATH,
+    TOKEN_PATH,
+    InvalidParameter,
+    PrerecordedParams,
+    StreamParams,
+)
 
 __all__ = ["EmulatorConfig", "EmulatorObserver", "EmulatorServer", "SessionStats"]
 
@@ -54,7 +86,12 @@ class EmulatorConfig:
     no limit. ``ping_interval``/``ping_timeout``/``close_timeout`` are seconds
     (None disables). ``clock`` drives token expiry (inject one in tests).
     ``observer`` (optional) is told of every audio frame received and every
-    text frame sent, e.g. to time them.
+    text frame sent, e.g. to time them. ``decode_workers`` is the number of
+    decode processes of a real recognizer (None: one per core);
+    ``max_body_bytes`` the largest prerecorded body (413 above it);
+    ``refusal_style`` ``json`` (docs) or ``bare`` (empty upgrade refusals,
+    lower_snake codes); ``turn_continuation``/``repeat_candidates`` see
+    :class:`emulator.protocol.TurnOptions`.
     """
 
     host: str = "127.0.0.1"
@@ -70,6 +107,11 @@ class EmulatorConfig:
     utterance_end_ms: int = 300
     custom_models: Collection[str] = ()
     faults: Faults = field(default_factory=Faults)
+    decode_workers: int | None = None
+    max_body_bytes: int = 25 * 1024 * 1024
+    refusal_style: RefusalStyle = "json"
+    turn_continuation: bool = True
+    repeat_candidates: bool = False
     clock: Callable[[], float] = time.monotonic
     observer: EmulatorObserver | None = None
 
@@ -151,20 +193,29 @@ class EmulatorServer:
         self._server: Server | None = None
         self._changed = asyncio.Event()
         self._hung: set[ServerConnection] = set()
+        self.pool: DecodePool | None = None
+        self.prerecorded = 0
 
     # -- lifecycle -----------------------------------------------------------
 
     async def start(self) -> None:
         """Bind and start serving; then read :attr:`url`.
 
-        Raises :class:`~workers.errors.ConfigError` for an unknown recognizer.
+        Raises :class:`~emulator.errors.ConfigError` for an unknown recognizer.
         """
         from emulator.recognizers.base import RECOGNIZERS
 
         cfg = self.config
         if cfg.recognizer not in RECOGNIZERS:
             raise ConfigError(f"unknown recognizer {cfg.recognizer!r}; use one of {RECOGNIZERS}")
-        conn_class = type("_BoundConn", (_Conn,), {"emulator": self, "http_handler": self._http})
+        if cfg.recognizer != "tones":
+            from emulator.recognizers.engines import load_engine
+
+            await asyncio.to_thread(load_engine, cfg.recognizer)  # fail here if it can't load
+            self.pool = DecodePool((cfg.recognizer,), cfg.decode_workers)
+            await self.pool.start()
+        attrs = {"emulator": self, "http_app": self, "refusal_style": cfg.refusal_style}
+        conn_class = type("_BoundConn", (_Conn,), attrs)
         self._server = await serve(
             self._handle,
             cfg.host,
@@ -186,6 +237,9 @@ class EmulatorServer:
             self._server.close()
             await self._server.wait_closed()
             self._server = None
+        if self.pool is not None:
+            await self.pool.close()
+            self.pool = None
 
     async def __aenter__(self) -> EmulatorServer:
         await self.start()
@@ -214,6 +268,11 @@ class EmulatorServer:
         return f"http://{self._host}:{self.port}"
 
     @property
+    def transcribes(self) -> str:
+        """What the recognizer can transcribe (for the startup line and docs)."""
+        return TRANSCRIBES[self.config.recognizer]
+
+    @property
     def _host(self) -> str:
         host = self.config.host or "127.0.0.1"
         return f"[{host}]" if ":" in host else host
@@ -233,19 +292,55 @@ class EmulatorServer:
 
     # -- HTTP ----------------------------------------------------------------
 
-    def _http(self, request: HttpRequest) -> Response:
+    def route(self, request: HttpRequest) -> Response | int:
+        """Answer a plain HTTP request head: a refusal now, or the body size to accept."""
         path = urlsplit(request.target).path
-        if path != TOKEN_PATH:
-            return error_response(404, f"no such resource: {path}")
+        if path not in (TOKEN_PATH, PRERECORDED_PATH):
+            return self._refuse_http(404, f"no such resource: {path}")
         if request.method != "POST":
-            return error_response(405, f"use POST for {TOKEN_PATH}")
+            return self._refuse_http(405, f"use POST for {path}")
+        if path == TOKEN_PATH:
+            return self._token(request)
+        return self.config.max_body_bytes
+
+    async def respond(self, request: HttpRequest, body: bytes) -> Response:
+        """Answer ``POST /v1/speech-to-text/prerecorded`` once its body is in."""
+        split = urlsplit(request.target)
+        query = dict(parse_qsl(split.query, keep_blank_values=True))
+        try:
+            self.auth.check(request.headers, [], query)
+            PrerecordedParams.from_query(query)
+        except AuthError as exc:
+            return self._refuse_http(401, str(exc))
+        except InvalidParameter as exc:
+            return self._refuse_http(400, f"invalid parameter {exc.param}: {exc.detail}")
+        try:
+            answer = await self._transcribe(body, query)
+        except DecodeError as exc:
+            return self._refuse_http(400, f"undecodable audio: {exc.detail}"[:200])
+        self.prerecorded += 1
+        self._notify()
+        return json_response(200, answer)
+
+    async def _transcribe(self, body: bytes, query: dict[str, str]) -> str:
+        from emulator.prerecorded import transcribe
+
+        args = (self.config.recognizer, body, query, self.config.utterance_end_ms)
+        if self.pool is None:  # tones: cheap, a thread keeps the loop free
+            return await asyncio.to_thread(transcribe, *args)
+        return await self.pool.run(FILE, transcribe, *args)
+
+    def _token(self, request: HttpRequest) -> Response:
         try:
             token = self.auth.issue_token(request.headers.get("authorization"))
         except AuthError as exc:
-            return error_response(401, str(exc))
+            return self._refuse_http(401, str(exc))
         self.tokens_issued += 1
         self._notify()
         return json_response(200, token.model_dump_json())
+
+    def _refuse_http(self, status: int, detail: str) -> Response:
+        return error_response(status, detail, self.config.refusal_style)
 
     # -- handshake -----------------------------------------------------------
 
@@ -259,7 +354,8 @@ class EmulatorServer:
             self.refused.append(refusal.status)
             self._notify()
             log.info("refused %s: %d %s", urlsplit(request.path).path, refusal.status, refusal)
-            return error_response(refusal.status, refusal.detail)
+            style = self.config.refusal_style
+            return error_response(refusal.status, refusal.detail, style, upgrade=True)
         self.accepted += 1
         self._notify()
         return None
@@ -281,7 +377,8 @@ class EmulatorServer:
         headers = {name.lower(): value for name, value in request.headers.raw_items()}
         try:
             credentials = self.auth.check(headers, offered, query)
-            params = StreamParams.from_query(endpoint, query)
+            api_query = {k: v for k, v in query.items() if not k.startswith(QUERY_PREFIX)}
+            params = StreamParams.from_query(endpoint, api_query)
         except AuthError as exc:
             raise _Refusal(401, str(exc)) from None
         except InvalidParameter as exc:
@@ -290,10 +387,10 @@ class EmulatorServer:
         if model is not None and model not in self.config.custom_models:
             # protocol page, query table: an unknown custom_model_id is refused with 400
             raise _Refusal(400, f"invalid parameter custom_model_id: unknown model {model!r}")
-        try:  # building a recognizer may load a model: off the event loop
+        try:
             session = await asyncio.to_thread(self._connection, params, faults)
-        except ValueError as exc:  # e.g. a language the recognizer cannot do
-            raise _Refusal(400, f"invalid parameter language: {exc}") from None
+        except UnsupportedInput as exc:  # e.g. a sample rate the recognizer cannot do
+            raise _Refusal(400, f"invalid parameter: {exc}") from None
         try:
             self._take_slot(connection)
         except _Refusal:
@@ -367,10 +464,15 @@ class EmulatorServer:
         options = {"utterance_end_ms": cfg.utterance_end_ms, **cfg.recognizer_options}
         language = params.language or None
         recognizer = create_recognizer(cfg.recognizer, language=language, **options)
-        session = create_session(params, recognizer, utterance_end_ms=cfg.utterance_end_ms)
+        turns = TurnOptions(
+            utterance_end_ms=cfg.utterance_end_ms,
+            continuation=cfg.turn_continuation,
+            repeat_candidates=cfg.repeat_candidates,
+        )
+        session = create_session(params, recognizer, turns=turns)
         return Connection(
             session,
-            AudioInput(params),
+            AudioInput(params.encoding, params.sample_rate, params.channels),
             drop_after_ms=faults.drop_after_ms,
             drop_close_code=faults.drop_close_code,
             hang_after_ms=faults.hang_after_ms,
@@ -380,29 +482,32 @@ class EmulatorServer:
         self, ws: ServerConnection, connection: Connection, outbox: _Outbox, stats: SessionStats
     ) -> None:
         observer = self.config.observer
+        turn = _Turn(self, ws, connection, outbox, stats)
         try:
             async for message in ws:
                 stats.frames_received += 1
-                if observer is not None and not isinstance(message, str):
-                    observer.audio_received(stats, len(message))
                 if isinstance(message, str):
-                    actions = await asyncio.to_thread(connection.receive_text, message)
+                    done = await turn.step(connection.receive_text, message)
                 else:
-                    actions = await asyncio.to_thread(connection.receive_bytes, message)
-                stats.audio_ms = connection.audio_ms
-                self._notify()
-                if await self._apply(ws, actions, outbox, stats):
+                    if observer is not None:
+                        observer.audio_received(stats, len(message))
+                    done = await turn.step(connection.receive_bytes, message)
+                if done:
                     return
         except ConnectionClosed:
             return
+        finally:
+            turn.cancel()
 
     async def _apply(
         self, ws: ServerConnection, actions: list[Action], outbox: _Outbox, stats: SessionStats
     ) -> bool:
-        """Carry out ``actions``; True when the connection is finished."""
+        """Carry out ``actions`` (Decode aside); True when the connection is finished."""
         for action in actions:
             if isinstance(action, Send):
                 outbox.put(action.frame)
+                continue
+            if isinstance(action, Decode):
                 continue
             await outbox.drain()  # what was produced before the end is delivered
             if isinstance(action, Close):
@@ -431,6 +536,56 @@ async def _drop(ws: ServerConnection, code: int | None) -> None:
         ws.transport.abort()  # no close frame: what a network failure looks like
         return
     await ws.close(code, "dropped by fault injection")
+
+
+class _Turn:
+    """Takes turns at one connection's sans-I/O object: frames and decode results.
+
+    A lock serializes the calls (frames are handled in a thread, results on
+    the loop); each ``Decode`` action becomes a task that waits for the pool
+    and feeds the words back the same way.
+    """
+
+    def __init__(
+        self,
+        server: EmulatorServer,
+        ws: ServerConnection,
+        connection: Connection,
+        outbox: _Outbox,
+        stats: SessionStats,
+    ) -> None:
+        self._server, self._ws, self._connection = server, ws, connection
+        self._outbox, self._stats = outbox, stats
+        self._lock = asyncio.Lock()
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def step(self, method: Callable[[Any], list[Action]], argument: Any) -> bool:
+        """Feed one frame; True when the connection is finished."""
+        async with self._lock:
+            actions = await asyncio.to_thread(method, argument)
+            return await self._carry_out(actions)
+
+    def cancel(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+
+    async def _carry_out(self, actions: list[Action]) -> bool:
+        stats = self._stats
+        stats.audio_ms = self._connection.audio_ms
+        self._server._notify()
+        for action in actions:
+            if isinstance(action, Decode):
+                task = asyncio.get_running_loop().create_task(self._decode(action))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+        return await self._server._apply(self._ws, actions, self._outbox, stats)
+
+    async def _decode(self, action: Decode) -> None:
+        pool = self._server.pool
+        assert pool is not None, "a Decode action needs a real recognizer's pool"
+        words = await pool.decode(action.job)
+        async with self._lock:
+            await self._carry_out(self._connection.decoded(action.job, words))
 
 
 class _Refusal(Exception):

@@ -5,10 +5,21 @@ Parse a record's headers with :func:`parse_headers`; it raises
 anything malformed or contradictory. Configuration headers are read from the
 first record of a session; :meth:`SessionConfig.with_overrides` applies a later
 record's headers and tells whether they changed the configuration.
+
+One scheme for Reson8's query parameters (issue 14): each documented
+parameter has a header named after it, ``stt-`` plus the name with ``-`` for
+``_`` (``stt-eager-turn-probability``, ``stt-max-speakers``, ``stt-patterns``,
+``stt-filler-mode``, ``stt-phrases``, ``stt-bias-strength``...; see
+:data:`CONFIG_HEADERS`); booleans stay in ``stt-options``. A parameter this
+version does not know goes as ``stt-param-<name>: <value>`` and reaches the
+upstream query unchanged, validated for safety only
+(:func:`schemas.wire.check_extra`: name ``[a-z][a-z0-9_]{0,63}``, printable
+ASCII value of at most 1024 characters, at most 16 of them).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping
 from typing import Any, Literal
 
@@ -19,8 +30,11 @@ from schemas.wire import (
     REALTIME_ONLY,
     Encoding,
     Endpoint,
+    FillerMode,
     InvalidParameter,
     StreamParams,
+    check_extra,
+    split_patterns,
 )
 
 Kind = Literal["audio", "flush", "end"]
@@ -35,7 +49,28 @@ CONFIG_HEADERS: dict[str, str] = {
     "stt-custom-model-id": "custom_model_id",
     "stt-channel-mode": "channel_mode",
     "stt-channel-labels": "channel_labels",
+    "stt-eager-turn-probability": "eager_turn_probability",
+    "stt-final-turn-probability": "final_turn_probability",
+    "stt-max-speakers": "max_speakers",
+    "stt-patterns": "patterns",
+    "stt-filler-mode": "filler_mode",
+    "stt-phrases": "phrases",
+    "stt-bias-strength": "bias_strength",
 }
+PARAM_PREFIX = "stt-param-"
+"""``stt-param-<name>``: a Reson8 query parameter this version does not know."""
+_FLOAT_FIELDS = frozenset({"eager_turn_probability", "final_turn_probability", "bias_strength"})
+_INT_FIELDS = frozenset({"sample_rate", "channels", "max_speakers"})
+_LIST_FIELDS = frozenset({"language", "channel_labels", "phrases"})
+_PARAMETER_FIELDS = (
+    "eager_turn_probability",
+    "final_turn_probability",
+    "max_speakers",
+    "patterns",
+    "filler_mode",
+    "phrases",
+    "bias_strength",
+)
 # Flags a producer may put in stt-options (Reson8 boolean query parameters).
 OPTION_FLAGS: frozenset[str] = frozenset(
     {
@@ -76,6 +111,14 @@ class SessionConfig(BaseModel):
     custom_model_id: str | None = None
     channel_mode: ChannelMode = "mixed"
     channel_labels: tuple[str, ...] = ()
+    eager_turn_probability: float | None = None
+    final_turn_probability: float | None = None
+    max_speakers: int | None = None
+    patterns: tuple[str, ...] = ()
+    filler_mode: FillerMode | None = None
+    phrases: tuple[str, ...] = ()
+    bias_strength: float | None = None
+    extra: tuple[tuple[str, str], ...] = ()
 
     @model_validator(mode="after")
     def _consistent(self) -> SessionConfig:
@@ -92,6 +135,9 @@ class SessionConfig(BaseModel):
             raise ValueError("stt-channel-labels needs stt-channel-mode: split")
         if self.encoding != "auto" and self.channel_mode == "split" and self.channels < 2:
             raise ValueError("stt-channel-mode split needs stt-channels >= 2 for raw audio")
+        if self.max_speakers is not None and "diarize" not in self.options:
+            # Reson8 docs: max_speakers is "only used when diarize=true".
+            raise ValueError("stt-max-speakers needs diarize in stt-options")
         return self
 
     def label(self, channel: int) -> str | None:
@@ -115,6 +161,7 @@ class SessionConfig(BaseModel):
             "channels": channels,
             "language": self.language,
             "custom_model_id": self.custom_model_id,
+            **self._parameters(),
             **flags,
         }
         try:
@@ -122,8 +169,17 @@ class SessionConfig(BaseModel):
         except ValidationError as exc:
             raise BadHeader(str(exc.errors()[0]["msg"]).removeprefix("Value error, ")) from exc
 
+    def _parameters(self) -> dict[str, Any]:
+        """The documented query parameters set by headers, plus the pass-through."""
+        values = {name: getattr(self, name) for name in _PARAMETER_FIELDS}
+        values = {name: value for name, value in values.items() if value not in (None, ())}
+        return {**values, "extra": self.extra}
+
     def with_overrides(self, headers: Mapping[str, str]) -> SessionConfig:
-        """This config with a later record's configuration headers applied."""
+        """This config with a later record's configuration headers applied.
+
+        ``stt-param-*`` headers of the later record replace the whole set.
+        """
         values = self.model_dump()
         values.update(_config_values(headers))
         return _validated(values)
@@ -171,7 +227,11 @@ def parse_headers(headers: Mapping[str, str]) -> RecordHeaders:
     if kind not in ("audio", "flush", "end"):
         raise BadHeader(f"stt-kind: unknown kind {kind!r}")
     seq = _int_header(headers, "stt-seq")
-    config = {name: headers[name] for name in CONFIG_HEADERS if name in headers}
+    config = {
+        name: value
+        for name, value in headers.items()
+        if name in CONFIG_HEADERS or name.startswith(PARAM_PREFIX)
+    }
     parsed = RecordHeaders(
         kind=kind,
         seq=seq,
@@ -199,18 +259,53 @@ def _split(value: str) -> tuple[str, ...]:
 def _config_values(headers: Mapping[str, str]) -> dict[str, Any]:
     values: dict[str, Any] = {}
     for header, field in CONFIG_HEADERS.items():
-        if header not in headers:
-            continue
-        raw = headers[header]
-        if field in ("sample_rate", "channels"):
-            values[field] = _int_header(headers, header)
-        elif field in ("language", "channel_labels"):
-            values[field] = _split(raw)
-        elif field == "options":
-            values[field] = frozenset(_split(raw))
-        else:
-            values[field] = raw
+        if header in headers:
+            values[field] = _field_value(headers, header, field)
+    extra = _extra_params(headers)
+    if extra is not None:
+        values["extra"] = extra
     return values
+
+
+def _field_value(headers: Mapping[str, str], header: str, field: str) -> Any:
+    raw = headers[header]
+    if field in _INT_FIELDS:
+        return _int_header(headers, header)
+    if field in _FLOAT_FIELDS:
+        return _float_header(headers, header)
+    if field in _LIST_FIELDS:
+        return _split(raw)
+    if field == "patterns":
+        return split_patterns(raw) if raw.strip() else ()
+    if field == "options":
+        return frozenset(_split(raw))
+    return raw
+
+
+def _float_header(headers: Mapping[str, str], name: str) -> float:
+    raw = headers[name]
+    try:
+        value = float(raw)
+    except ValueError:
+        raise BadHeader(f"{name}: not a number: {raw[:40]!r}") from None
+    if not math.isfinite(value):
+        raise BadHeader(f"{name}: not a finite number")
+    return value
+
+
+def _extra_params(headers: Mapping[str, str]) -> tuple[tuple[str, str], ...] | None:
+    """``stt-param-<name>`` headers as pass-through pairs; ``None`` when there are none."""
+    pairs = []
+    for header in sorted(headers):
+        if not header.startswith(PARAM_PREFIX):
+            continue
+        name = header[len(PARAM_PREFIX) :]
+        try:
+            check_extra(name, headers[header])
+        except InvalidParameter as exc:
+            raise BadHeader(f"{header}: {exc.detail}") from None
+        pairs.append((name, headers[header]))
+    return tuple(pairs) if pairs else None
 
 
 def _validated(values: dict[str, Any]) -> SessionConfig:

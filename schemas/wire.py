@@ -18,24 +18,35 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Mapping
-from typing import Annotated, Any, Literal, Self
+from typing import Annotated, Any, Literal, Self, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 Endpoint = Literal["realtime", "turns"]
 Encoding = Literal["auto", "pcm_s16le", "mulaw", "alaw"]
+# Prerecorded also takes explicit seekable containers (Reson8 docs, prerecorded page).
+ContainerEncoding = Literal["m4a", "m4v", "mp4", "mov", "3gp", "3g2"]
+PrerecordedEncoding = Encoding | ContainerEncoding
+FillerMode = Literal["clean", "natural", "verbatim"]
 RAW_ENCODINGS: frozenset[str] = frozenset({"pcm_s16le", "mulaw", "alaw"})
+CONTAINER_ENCODINGS: frozenset[str] = frozenset({"m4a", "m4v", "mp4", "mov", "3gp", "3g2"})
 ENDPOINTS: tuple[Endpoint, ...] = ("realtime", "turns")
 LANGUAGES: frozenset[str] = frozenset({"de", "en", "es", "fr", "fy", "it", "nl", "pl", "pt", "sv"})
+FILLER_MODES: tuple[FillerMode, ...] = ("clean", "natural", "verbatim")
 PATH_PREFIX = "/v1/speech-to-text/"
+PRERECORDED_PATH = PATH_PREFIX + "prerecorded"
 TOKEN_PATH = "/v1/auth/token"
+MAX_PHRASES = 250  # the vendor's newest client and docs: at most 250 phrases
 
 # Parameters only the realtime endpoint accepts (protocol page, query table).
 REALTIME_ONLY: frozenset[str] = frozenset(
     {"include_confidence", "include_interim", "diarize", "max_speakers"}
 )
 TURNS_ONLY: frozenset[str] = frozenset({"eager_turn_probability", "final_turn_probability"})
+# What prerecorded refuses: it has no interims and no turns (prerecorded page).
+NOT_PRERECORDED: frozenset[str] = frozenset({"include_interim"}) | TURNS_ONLY
 _BOOL_PARAMS: frozenset[str] = frozenset(
     {
         "include_timestamps",
@@ -47,12 +58,24 @@ _BOOL_PARAMS: frozenset[str] = frozenset(
     }
 )
 _INT_PARAMS: frozenset[str] = frozenset({"sample_rate", "channels", "max_speakers"})
-_FLOAT_PARAMS: frozenset[str] = TURNS_ONLY
-_STR_PARAMS: frozenset[str] = frozenset({"encoding", "language", "custom_model_id", "patterns"})
-QUERY_PARAMS: frozenset[str] = _BOOL_PARAMS | _INT_PARAMS | _FLOAT_PARAMS | _STR_PARAMS
+_FLOAT_PARAMS: frozenset[str] = TURNS_ONLY | {"bias_strength"}
+_LIST_PARAMS: frozenset[str] = frozenset({"language", "phrases", "patterns"})
+_STR_PARAMS: frozenset[str] = frozenset({"encoding", "custom_model_id", "filler_mode"})
+QUERY_PARAMS: frozenset[str] = (
+    _BOOL_PARAMS | _INT_PARAMS | _FLOAT_PARAMS | _LIST_PARAMS | _STR_PARAMS
+)
 
 DEFAULT_EAGER = 0.5
 DEFAULT_FINAL = 0.92
+
+# Pass-through of parameters this version does not know (issue 14): validated
+# for safety only, so nothing can break out of the query string or a log line.
+EXTRA_NAME = re.compile(r"[a-z][a-z0-9_]{0,63}")
+MAX_EXTRA_PARAMS = 16
+MAX_EXTRA_VALUE = 1024
+MAX_LIST_VALUE = 16 * 1024  # bytes of one comma list (250 phrases of ~60 characters)
+_PRINTABLE = re.compile(r"[\x20-\x7e]*")
+_COMMA_OUTSIDE_BRACES = re.compile(r",(?![^{}]*\})")
 
 
 class InvalidParameter(ValueError):
@@ -78,30 +101,50 @@ class _Model(BaseModel):
 # --------------------------------------------------------------------------- params
 
 
-class StreamParams(_Model):
-    """The configuration of one streaming connection (all of it is in the URL).
+def split_patterns(raw: str) -> tuple[str, ...]:
+    """Split a ``patterns`` value on the commas outside ``{m,n}`` braces.
 
-    Build it from a handshake with :meth:`from_query`, or directly in the worker;
-    render the URL query with :meth:`to_query`. Validation enforces the
-    protocol table: ranges, language codes, per-endpoint flags, eager <= final.
+    ``"AMZ[0-9]{6},[0-9]{4,6}"`` -> ``("AMZ[0-9]{6}", "[0-9]{4,6}")``: a repeat
+    range keeps its comma (the vendor's newest client joins patterns that way).
     """
+    return tuple(part.strip() for part in _COMMA_OUTSIDE_BRACES.split(raw))
 
-    endpoint: Endpoint = "realtime"
-    encoding: Encoding = "auto"
+
+def check_extra(name: str, value: str) -> None:
+    """Refuse a pass-through parameter that is unsafe to put in a URL or a log.
+
+    Raises :class:`InvalidParameter`. A name is ``[a-z][a-z0-9_]{0,63}`` and not
+    a parameter this version knows (those have their own, typed fields); a
+    value is at most 1024 printable ASCII characters.
+    """
+    if not EXTRA_NAME.fullmatch(name):
+        raise InvalidParameter("extra", "a parameter name must match [a-z][a-z0-9_]{0,63}")
+    if name in QUERY_PARAMS:
+        raise InvalidParameter(name, "a known parameter cannot be passed through")
+    if len(value) > MAX_EXTRA_VALUE:
+        raise InvalidParameter(name, f"longer than {MAX_EXTRA_VALUE} characters")
+    if not _PRINTABLE.fullmatch(value):
+        raise InvalidParameter(name, "only printable ASCII is allowed")
+
+
+class _Params(_Model):
+    """What every endpoint's query has in common; see the subclasses."""
+
     sample_rate: Annotated[int, Field(ge=8000, le=96000)] = 16000
     channels: Annotated[int, Field(ge=1, le=10)] = 1
     language: tuple[str, ...] = ()
-    custom_model_id: str | None = None
+    custom_model_id: Annotated[str, Field(min_length=1, max_length=256)] | None = None
     include_timestamps: bool = False
     include_words: bool = False
     include_language: bool = False
     include_confidence: bool = False
-    include_interim: bool = False
     diarize: bool = False
     max_speakers: Annotated[int, Field(ge=1, le=4)] | None = None
-    patterns: str | None = None
-    eager_turn_probability: Annotated[float, Field(ge=0.0, le=1.0)] | None = None
-    final_turn_probability: Annotated[float, Field(ge=0.0, le=1.0)] | None = None
+    patterns: tuple[str, ...] = ()
+    filler_mode: FillerMode | None = None
+    phrases: tuple[str, ...] = ()
+    bias_strength: Annotated[float, Field(ge=0.0, allow_inf_nan=False)] | None = None
+    extra: tuple[tuple[str, str], ...] = ()
 
     @field_validator("language")
     @classmethod
@@ -110,6 +153,82 @@ class StreamParams(_Model):
         if unknown:
             raise ValueError(f"unsupported language code {unknown[0]!r}")
         return value
+
+    @field_validator("phrases")
+    @classmethod
+    def _phrase_list(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if len(value) > MAX_PHRASES:
+            raise ValueError(f"at most {MAX_PHRASES} phrases, got {len(value)}")
+        _check_list(value, allow_braced_commas=False)
+        return value
+
+    @field_validator("patterns")
+    @classmethod
+    def _pattern_list(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        _check_list(value, allow_braced_commas=True)
+        return value
+
+    @field_validator("extra")
+    @classmethod
+    def _safe_extra(cls, value: tuple[tuple[str, str], ...]) -> tuple[tuple[str, str], ...]:
+        if len(value) > MAX_EXTRA_PARAMS:
+            raise ValueError(f"at most {MAX_EXTRA_PARAMS} pass-through parameters")
+        if len({name for name, _ in value}) != len(value):
+            raise ValueError("a pass-through parameter is given twice")
+        for name, raw in value:
+            try:
+                check_extra(name, raw)
+            except InvalidParameter as exc:
+                raise ValueError(str(exc)) from None
+        return value
+
+    def _query(self, exclude: set[str]) -> dict[str, str]:
+        out: dict[str, str] = {}
+        dumped = self.model_dump(exclude_defaults=True, exclude={"extra", *exclude})
+        for name, value in dumped.items():
+            out[name] = _render(value)
+        out.update(self.extra)
+        return out
+
+    @property
+    def extra_params(self) -> dict[str, str]:
+        """The pass-through parameters as a dict (name -> value)."""
+        return dict(self.extra)
+
+
+def _check_list(values: tuple[str, ...], *, allow_braced_commas: bool) -> None:
+    if sum(len(v) + 1 for v in values) > MAX_LIST_VALUE:
+        raise ValueError(f"longer than {MAX_LIST_VALUE} characters in all")
+    for value in values:
+        if not value.strip():
+            raise ValueError("an entry is empty")
+        if not _PRINTABLE.fullmatch(value):
+            raise ValueError("only printable ASCII is allowed")
+        split = _COMMA_OUTSIDE_BRACES.search(value) if allow_braced_commas else "," in value
+        if split:
+            raise ValueError(f"an entry would be split at its comma: {value[:40]!r}")
+
+
+class StreamParams(_Params):
+    """The configuration of one streaming connection (all of it is in the URL).
+
+    Build it from a handshake with :meth:`from_query`, or directly in the worker;
+    render the URL query with :meth:`to_query`. Validation enforces the
+    protocol table: ranges, language codes, per-endpoint flags, eager <= final,
+    at most 250 phrases. ``extra`` holds parameters this version does not know
+    as ``(name, value)`` pairs (name ``[a-z][a-z0-9_]*``, printable ASCII
+    value, at most 16): they are rendered into the query as they are.
+    """
+
+    endpoint: Endpoint = "realtime"
+    encoding: Encoding = "auto"
+    include_interim: bool = False
+    eager_turn_probability: Annotated[float, Field(ge=0.0, le=1.0, allow_inf_nan=False)] | None = (
+        None
+    )
+    final_turn_probability: Annotated[float, Field(ge=0.0, le=1.0, allow_inf_nan=False)] | None = (
+        None
+    )
 
     @model_validator(mode="after")
     def _endpoint_rules(self) -> Self:
@@ -137,25 +256,22 @@ class StreamParams(_Model):
     def from_query(cls, endpoint: str, query: Mapping[str, str]) -> StreamParams:
         """Parse and validate a handshake's query string.
 
-        Unknown parameter names are ignored (forward compatibility). Raises
-        :class:`InvalidParameter` for anything the server must refuse with 400.
+        Unknown parameter names are kept in ``extra`` when they pass
+        :func:`check_extra`, else ignored (forward compatibility: the service
+        ignores what it does not know). Raises :class:`InvalidParameter` for
+        anything the server must refuse with 400.
         """
         if endpoint not in ENDPOINTS:
             raise InvalidParameter("endpoint", f"unknown endpoint {endpoint!r}")
-        values: dict[str, Any] = {"endpoint": endpoint}
-        for name, raw in query.items():
-            if name in QUERY_PARAMS:
-                values[name] = _coerce(name, raw)
-        try:
-            return cls.model_validate(values)
-        except ValidationError as exc:
-            raise _invalid_from(exc) from exc
+        return _parse(cls, {"endpoint": endpoint}, query)
 
     def to_query(self) -> dict[str, str]:
-        """Render as URL query parameters; defaults are left out except ``encoding``."""
-        out: dict[str, str] = {"encoding": self.encoding}
-        for name, value in self.model_dump(exclude_defaults=True, exclude={"endpoint"}).items():
-            out[name] = _render(value)
+        """Render as URL query parameters; defaults are left out except ``encoding``.
+
+        Probabilities render as decimals (``0.3``), lists comma-joined, then the
+        ``extra`` pass-through parameters.
+        """
+        out: dict[str, str] = {"encoding": self.encoding, **self._query({"endpoint"})}
         if self.encoding in RAW_ENCODINGS:
             out["sample_rate"] = str(self.sample_rate)
             out["channels"] = str(self.channels)
@@ -165,6 +281,57 @@ class StreamParams(_Model):
     def path(self) -> str:
         """URL path of this endpoint, e.g. ``/v1/speech-to-text/realtime``."""
         return PATH_PREFIX + self.endpoint
+
+
+class PrerecordedParams(_Params):
+    """The query of ``POST /v1/speech-to-text/prerecorded`` (Reson8 docs).
+
+    ``encoding`` is ``auto`` (a container, detected), an explicit seekable
+    container (``m4a``, ``mp4``, ``mov``...) or a raw encoding with
+    ``sample_rate``/``channels``. No interims, no turn probabilities.
+    """
+
+    encoding: PrerecordedEncoding = "auto"
+
+    @classmethod
+    def from_query(cls, query: Mapping[str, str]) -> PrerecordedParams:
+        """Parse and validate a prerecorded request's query; raises :class:`InvalidParameter`."""
+        for name in sorted(NOT_PRERECORDED & query.keys()):
+            raise InvalidParameter(name, "is not accepted by the prerecorded endpoint")
+        return _parse(cls, {}, query)
+
+    def to_query(self) -> dict[str, str]:
+        """Render as URL query parameters (``encoding`` always, defaults left out)."""
+        out: dict[str, str] = {"encoding": self.encoding, **self._query(set())}
+        if self.encoding in RAW_ENCODINGS:
+            out["sample_rate"] = str(self.sample_rate)
+            out["channels"] = str(self.channels)
+        return out
+
+
+_P = TypeVar("_P", bound=_Params)
+
+
+def _parse(model: type[_P], values: dict[str, Any], query: Mapping[str, str]) -> _P:
+    extra: list[tuple[str, str]] = []
+    for name, raw in query.items():
+        if name in QUERY_PARAMS:
+            values[name] = _coerce(name, raw)
+        elif len(extra) < MAX_EXTRA_PARAMS and _safe_extra(name, raw):
+            extra.append((name, raw))
+    values["extra"] = tuple(extra)
+    try:
+        return model.model_validate(values)
+    except ValidationError as exc:
+        raise _invalid_from(exc) from exc
+
+
+def _safe_extra(name: str, raw: str) -> bool:
+    try:
+        check_extra(name, raw)
+    except InvalidParameter:
+        return False
+    return True
 
 
 def _coerce(name: str, raw: str) -> Any:
@@ -178,16 +345,24 @@ def _coerce(name: str, raw: str) -> Any:
         except ValueError:
             raise InvalidParameter(name, "must be an integer") from None
     if name in _FLOAT_PARAMS:
-        try:
-            value = float(raw)
-        except ValueError:
-            raise InvalidParameter(name, "must be a number") from None
-        if not math.isfinite(value):
-            raise InvalidParameter(name, "must be a finite number")
-        return value
-    if name == "language":
+        return _number(name, raw)
+    if name == "patterns":
+        return split_patterns(raw) if raw.strip() else ()
+    if name == "language":  # tolerant: "nl,,en" and a trailing comma are fine
         return tuple(code.strip() for code in raw.split(",") if code.strip())
+    if name in _LIST_PARAMS:
+        return tuple(part.strip() for part in raw.split(",")) if raw.strip() else ()
     return raw
+
+
+def _number(name: str, raw: str) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        raise InvalidParameter(name, "must be a number") from None
+    if not math.isfinite(value):
+        raise InvalidParameter(name, "must be a finite number")
+    return value
 
 
 def _render(value: Any) -> str:
@@ -402,37 +577,89 @@ STATUS_CODES: dict[int, ErrorCode] = {
     429: "TOO_MANY_REQUESTS",
     500: "INTERNAL_ERROR",
 }
+# The lower_snake codes the vendor's newest client sees (protocol page, 2026-12
+# updates); 402 and 429 refuse the session itself.
+SNAKE_CODES: dict[int, str] = {
+    400: "invalid_request",
+    401: "unauthorized",
+    402: "session_rejected",
+    404: "not_found",
+    413: "payload_too_large",
+    429: "session_rejected",
+    500: "internal_error",
+}
+ERROR_MESSAGE_HEADER = "X-Error-Message"
+_CODE = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,63}")
 
 
 class ErrorBody(_Model):
-    """A refusal body. ``code`` is upper-cased on parse (matched case-insensitively)."""
+    """A refusal, from either variant the service is seen to send.
+
+    ``code`` is upper-cased on parse, so ``session_rejected`` and
+    ``SESSION_REJECTED`` compare equal; ``status`` is the HTTP status when the
+    caller gave it. Decide retries by status (400/401/402 permanent, 429 and
+    5xx retriable); :attr:`out_of_credits` names the 402 case.
+    """
 
     code: str
     detail: str | None = None
+    status: int | None = None
 
     @field_validator("code")
     @classmethod
     def _upper(cls, value: str) -> str:
         return value.upper()
 
+    @property
+    def out_of_credits(self) -> bool:
+        """402: the account has no credit left (permanent until topped up)."""
+        return self.status == 402 or self.code == "PAYMENT_REQUIRED"
+
     @classmethod
     def for_status(cls, status: int, detail: str | None = None) -> ErrorBody:
-        """The body the emulator sends with a refusal of ``status``."""
+        """The body the emulator sends with a refusal of ``status`` (docs' style)."""
         return cls(code=STATUS_CODES.get(status, "INTERNAL_ERROR"), detail=detail)
 
     @classmethod
-    def parse(cls, body: bytes, header_message: str | None = None) -> ErrorBody | None:
-        """Read a refusal from either variant (JSON body, or ``X-Error-Message``).
+    def parse(
+        cls, body: bytes, header_message: str | None = None, status: int | None = None
+    ) -> ErrorBody | None:
+        """Read a refusal from any variant: a JSON body ``{"code", "detail"?}``
+        (upper-case or lower_snake code, problem+json ``title``), or an empty
+        body with ``X-Error-Message`` (passed as ``header_message``).
 
-        Returns ``None`` when neither carries anything usable.
+        A message that is itself a code (``session_rejected``) becomes the
+        code; else the code comes from ``status``. Returns ``None`` when
+        nothing usable was sent and no ``status`` was given. Never raises.
         """
-        try:
-            return cls.model_validate_json(body)
-        except ValidationError:
-            pass
-        if header_message:
-            return cls(code="UNKNOWN", detail=header_message)
-        return None
+        code, detail = _json_refusal(body)
+        message = (header_message or "").strip()[:500] or None
+        if code is None and message is not None and _CODE.fullmatch(message):
+            code = message
+        if code is None and status is not None:
+            code = STATUS_CODES.get(status, "UNKNOWN")
+        if code is None:
+            code = "UNKNOWN" if message else None
+        if code is None:
+            return None
+        return cls(code=code, detail=detail or message, status=status)
+
+
+def _json_refusal(body: bytes) -> tuple[str | None, str | None]:
+    """``(code, detail)`` of a JSON refusal body; ``(None, None)`` for anything else."""
+    try:
+        data = json.loads(body[:65536]) if body.strip() else None
+    except (ValueError, UnicodeDecodeError):
+        return None, None
+    if not isinstance(data, dict):
+        return None, None
+    code = data.get("code")
+    code = code if isinstance(code, str) and _CODE.fullmatch(code) else None
+    detail = next(
+        (v for k in ("detail", "message", "title") if isinstance(v := data.get(k), str) and v),
+        None,
+    )
+    return code, detail[:500] if detail else None
 
 
 class TokenResponse(_Model):

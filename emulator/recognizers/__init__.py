@@ -1,13 +1,17 @@
-"""Sans-I/O recognizers of the emulator: ``tones`` (deterministic) and ``pocketsphinx``.
+"""Sans-I/O recognizers of the emulator: ``tones`` (exact), ``pocketsphinx``, ``whisper``.
 
 Use :func:`create_recognizer`; the interface is in :mod:`emulator.recognizers.base`.
 """
 
 from emulator.recognizers.base import (
     DEFAULT_UTTERANCE_END_MS,
+    Decode,
+    DecodeJob,
+    Engine,
     Final,
     Hypothesis,
     Interim,
+    Marked,
     Recognizer,
     RecognizerEvent,
     SpeechStarted,
@@ -18,9 +22,13 @@ from emulator.recognizers.base import (
 
 __all__ = [
     "DEFAULT_UTTERANCE_END_MS",
+    "Decode",
+    "DecodeJob",
+    "Engine",
     "Final",
     "Hypothesis",
     "Interim",
+    "Marked",
     "Recognizer",
     "RecognizerEvent",
     "SpeechStarted",

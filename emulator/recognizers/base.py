@@ -11,6 +11,17 @@ and renders the returned events, in order:
 - :class:`Final` exactly once per :class:`SpeechStarted`, after
   ``utterance_end_ms`` of silence or on :meth:`Recognizer.flush`. A Final always
   has at least one word.
+
+Real recognizers (``pocketsphinx``, ``whisper``) split the work: the
+recognizer object cuts utterances (cheap, on the event loop) and returns a
+:class:`Decode` event for each piece of audio to transcribe; the caller runs
+``job`` on an :class:`Engine` (in a worker process, ``emulator.recognizers.pool``)
+and hands the words back with :meth:`Recognizer.decoded`, which returns the
+events that became due, always in stream order. :meth:`Recognizer.mark` puts a
+barrier in that order (a flush waits for the finals before it). Built with an
+``engine``, a recognizer runs its jobs inline instead and never returns
+:class:`Decode` (tests, whole files in a worker process). ``tones`` is cheap
+and exact, and never asks for a decode.
 """
 
 from __future__ import annotations
@@ -19,11 +30,17 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from emulator.errors import UnsupportedInput
+
 __all__ = [
     "DEFAULT_UTTERANCE_END_MS",
+    "Decode",
+    "DecodeJob",
+    "Engine",
     "Final",
     "Hypothesis",
     "Interim",
+    "Marked",
     "Recognizer",
     "RecognizerEvent",
     "SpeechStarted",
@@ -33,7 +50,14 @@ __all__ = [
 ]
 
 DEFAULT_UTTERANCE_END_MS = 300
-RECOGNIZERS = ("tones", "pocketsphinx")
+RECOGNIZERS = ("tones", "pocketsphinx", "whisper")
+# What each recognizer can transcribe; every language of the API is accepted,
+# and one the model cannot do is transcribed as its language anyway (README).
+TRANSCRIBES: dict[str, str] = {
+    "tones": "tone words; reports the first requested language (or en)",
+    "pocketsphinx": "English only (en-us model); other languages are accepted, heard as English",
+    "whisper": "English only (tiny.en model); other languages are accepted, heard as English",
+}
 
 
 @dataclass(frozen=True)
@@ -89,7 +113,46 @@ class Final:
     hypothesis: Hypothesis
 
 
-RecognizerEvent = SpeechStarted | Interim | Final
+@dataclass
+class DecodeJob:
+    """Audio for an :class:`Engine`: 16 kHz mono s16le starting at ``offset_ms``.
+
+    ``final`` jobs settle an utterance; interim ones may be skipped when
+    ``wanted`` turned False (a later job made them moot) before they ran.
+    """
+
+    job_id: int
+    engine: str
+    audio: bytes
+    offset_ms: int
+    final: bool
+    language: tuple[str, ...] = ()
+    wanted: bool = True
+
+
+@dataclass(frozen=True)
+class Decode:
+    """Run ``job`` on its engine, then call :meth:`Recognizer.decoded` with the words."""
+
+    job: DecodeJob
+
+
+@dataclass(frozen=True)
+class Marked:
+    """The barrier placed by :meth:`Recognizer.mark` with ``token`` was reached."""
+
+    token: object
+
+
+RecognizerEvent = SpeechStarted | Interim | Final | Decode | Marked
+
+
+class Engine(Protocol):
+    """A transcriber of whole pieces of audio (a model loaded once per process)."""
+
+    def decode(self, job: DecodeJob) -> list[Word]:
+        """The words of ``job.audio``, times in ms of the stream (``offset_ms`` added)."""
+        ...
 
 
 class Recognizer(Protocol):
@@ -103,6 +166,14 @@ class Recognizer(Protocol):
 
     def flush(self) -> list[RecognizerEvent]:
         """Finalize the utterance in progress (a Final if it has words); keep feeding after."""
+        ...
+
+    def decoded(self, job: DecodeJob, words: Sequence[Word]) -> list[RecognizerEvent]:
+        """A :class:`Decode` job finished with ``words``; the events now due, in order."""
+        ...
+
+    def mark(self, token: object) -> list[RecognizerEvent]:
+        """A barrier: :class:`Marked` comes once every event before it was returned."""
         ...
 
     @property
@@ -134,20 +205,28 @@ def create_recognizer(
     *,
     sample_rate: int = 16000,
     language: str | Sequence[str] | None = None,
+    inline: bool = False,
     **options: Any,
 ) -> Recognizer:
-    """A new recognizer ``"tones"`` or ``"pocketsphinx"``; one per connection.
+    """A new recognizer ``"tones"``, ``"pocketsphinx"`` or ``"whisper"``; one per connection.
 
     ``options`` go to the recognizer's constructor (e.g. ``utterance_end_ms``).
-    Raises ``ValueError`` for an unknown name or an unsupported sample rate or
-    language; the caller should refuse the connection (400), not retry.
+    ``inline`` loads the engine in this process and runs every decode at once
+    (no :class:`Decode` events: tests, whole files). Raises
+    :class:`~emulator.errors.UnsupportedInput` (a ``ValueError``) for an
+    unknown name or an unsupported sample rate; the caller should refuse the
+    connection (400), not retry.
     """
     if name == "tones":
         from emulator.recognizers.tones import ToneRecognizer
 
         return ToneRecognizer(sample_rate=sample_rate, language=language, **options)
-    if name == "pocketsphinx":
-        from emulator.recognizers.sphinx import SphinxRecognizer
+    if name in ("pocketsphinx", "whisper"):
+        from emulator.recognizers.engines import load_engine
+        from emulator.recognizers.segmenter import SegmentingRecognizer
 
-        return SphinxRecognizer(sample_rate=sample_rate, language=language, **options)
-    raise ValueError(f"unknown recognizer {name!r}; expected one of {', '.join(RECOGNIZERS)}")
+        engine = load_engine(name) if inline else None
+        return SegmentingRecognizer(
+            name, sample_rate=sample_rate, language=language, engine=engine, **options
+        )
+    raise UnsupportedInput(f"unknown recognizer {name!r}; expected one of {', '.join(RECOGNIZERS)}")

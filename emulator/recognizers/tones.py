@@ -21,18 +21,20 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from emulator.frames import FrameAligner
 from emulator.recognizers.base import (
     DEFAULT_UTTERANCE_END_MS,
+    DecodeJob,
     Final,
     Hypothesis,
     Interim,
+    Marked,
     RecognizerEvent,
     SpeechStarted,
     Word,
     language_codes,
 )
 from emulator.tones import FRAME_MS, VOCABULARY
-from workers.frames import FrameAligner
 
 __all__ = ["ToneRecognizer"]
 
@@ -151,6 +153,14 @@ class ToneRecognizer:
             self._words.append(self._run_word())
             self._run_start, self._run_length, self._run_ratio = self._frames, 0, 0.0
         return self._finish()
+
+    def decoded(self, job: DecodeJob, words: Sequence[Word]) -> list[RecognizerEvent]:
+        """Never called: tones decodes as it goes and asks for no jobs."""
+        raise RuntimeError("the tones recognizer runs no decode jobs")
+
+    def mark(self, token: object) -> list[RecognizerEvent]:
+        """Nothing is ever pending here: the barrier is reached at once."""
+        return [Marked(token)]
 
     def _step(self, label: int, ratio: float) -> list[RecognizerEvent]:
         events: list[RecognizerEvent] = []

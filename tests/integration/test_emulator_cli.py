@@ -13,8 +13,8 @@ import pytest
 from websockets.asyncio.client import connect
 
 from emulator.cli import build_config, register
+from emulator.errors import ConfigError
 from emulator.faults import Faults
-from workers.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -80,4 +80,4 @@ def test_registered_in_the_reson8_kafka_command(capsys: pytest.CaptureFixture[st
     from workers.cli import main
 
     assert main(["emulator", "--port", "70000", "--api-key", "k"]) == 1
-    assert capsys.readouterr().err.strip() == ("reson8-kafka: error: --port must be in 0..65535")
+    assert capsys.readouterr().err.strip() == ("emulator: error: --port must be in 0..65535")

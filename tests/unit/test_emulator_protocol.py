@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from emulator.errors import DecodeError
 from emulator.protocol import (
     CLOSE_INVALID_DATA,
     Close,
@@ -26,7 +27,6 @@ from emulator.protocol import (
 from emulator.recognizers import create_recognizer
 from emulator.tones import expected_finals, synthesize
 from schemas.wire import StreamParams
-from workers.errors import DecodeError
 
 UTTERANCES = [["alpha", "bravo"], ["charlie"], ["delta", "echo", "foxtrot"]]
 AUDIO = synthesize(UTTERANCES)
@@ -197,7 +197,8 @@ def test_eager_equal_to_final_ends_right_after_the_candidate() -> None:
 
 
 @pytest.mark.parametrize(
-    ("probability", "expected"), [(0.0, 300), (0.25, 300), (0.5, 500), (0.92, 836), (1.0, 900)]
+    ("probability", "expected"),
+    [(0.0, 300), (0.25, 372), (0.5, 473), (0.92, 931), (0.999, 2027), (1.0, 2027)],
 )
 def test_turn_silence_mapping(probability: float, expected: int) -> None:
     assert turn_silence_ms(probability, 300) == expected
@@ -211,7 +212,7 @@ def test_turn_silence_mapping_is_monotonic(a: float, b: float, end_ms: int) -> N
 
 def test_session_thresholds_use_the_mapping() -> None:
     session = _turns(eager_turn_probability="0.1", final_turn_probability="0.6")
-    assert (session.eager_ms, session.final_ms) == (300, 580)
+    assert (session.eager_ms, session.final_ms) == (326, 529)
 
 
 # --------------------------------------------------------------------------- splits

@@ -171,7 +171,7 @@ def test_other_sample_rates() -> None:
 @pytest.mark.parametrize(
     ("name", "options"),
     [
-        ("whisper", {}),
+        ("kaldi", {}),
         ("tones", {"sample_rate": 11025}),
         ("tones", {"utterance_end_ms": 0}),
         ("tones", {"min_ratio": 0}),

@@ -154,8 +154,14 @@ def _register_demo(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
         "demo",
         help="one command: broker, emulator, worker, sample calls, live captions",
         description="Starts what is missing (local Kafka, the emulator with the "
-        "pocketsphinx recognizer, a worker), sends generated sample calls and shows "
+        "whisper recognizer, a worker), sends generated sample calls and shows "
         "their live transcript, then a summary; stops what it started.",
+    )
+    demo.add_argument(
+        "--recognizer",
+        choices=("whisper", "pocketsphinx", "tones"),
+        default="whisper",
+        help="the emulator's recognizer (whisper)",
     )
     demo.add_argument("--upstream-url", help="use this Reson8 service instead of the emulator")
     demo.add_argument("--api-key", help="its API key (default: $RESON8_API_KEY)")

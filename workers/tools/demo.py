@@ -2,7 +2,7 @@
 
 Order: sample calls (espeak-ng, cached) -> Kafka (reused when running or named
 by ``KAFKA_BOOTSTRAP_SERVERS``, else started) -> the emulator with the
-pocketsphinx recognizer as a subprocess (or ``--upstream-url``) -> topics
+whisper recognizer (``--recognizer``) as a subprocess (or ``--upstream-url``) -> topics
 under the fixed prefix ``demo.`` -> a worker subprocess, awaited on
 ``/ready`` -> the calls sent in real time, concurrently, while their captions
 are shown -> a summary. Everything the demo started is stopped on the way out
@@ -11,7 +11,8 @@ are shown -> a summary. Everything the demo started is stopped on the way out
 
 Latency in the summary is *end to end*: from the moment the record carrying a
 final's last audio was produced to the broker timestamp of the final's record
-(both clocks are this machine's).
+(both clocks are this machine's). Word accuracy is the share of each script's
+words found, in order, in its session's finals (:func:`emulator.accuracy.word_accuracy`).
 """
 
 from __future__ import annotations
@@ -50,9 +51,10 @@ PARTITIONS = 4
 READY_TIMEOUT_S = 90.0
 EMULATOR_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 25.0  # worker drain (20 s default) plus margin
-# Calls start this far apart: pocketsphinx loads its model (~0.5 s of CPU) per
-# connection, and 2 cores cannot do that for 4 streams at once and stay real time.
-STAGGER_S = 2.0
+# Calls start this far apart, so their words do not all end at once (models are
+# loaded once per emulator decode process, not per call).
+STAGGER_S = 1.0
+DEFAULT_RECOGNIZER = "whisper"
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -153,9 +155,9 @@ def _kafka(stack: contextlib.ExitStack, say: _Say) -> KafkaSettings:
     return settings.with_bootstrap(state.bootstrap)
 
 
-def _emulator(stack: contextlib.ExitStack, say: _Say, logs: Path) -> str:
+def _emulator(stack: contextlib.ExitStack, say: _Say, logs: Path, recognizer: str) -> str:
     log = logs / "emulator.log"
-    cmd = [sys.executable, "-m", "emulator.cli", "--port", "0", "--recognizer", "pocketsphinx"]
+    cmd = [sys.executable, "-m", "emulator.cli", "--port", "0", "--recognizer", recognizer]
     proc = _spawn(cmd, log)
     stack.callback(_stopper(proc, "emulator", say))
     pattern = re.compile(r"listening on (ws://\S+)")
@@ -165,7 +167,7 @@ def _emulator(stack: contextlib.ExitStack, say: _Say, logs: Path) -> str:
         return match.group(1) if match else None
 
     found = _wait_for(url, proc, log, "the emulator", EMULATOR_TIMEOUT_S)
-    say("emulator", f"{found} (pocketsphinx recognizer, pid {proc.pid}; log {log})")
+    say("emulator", f"{found} ({recognizer} recognizer, pid {proc.pid}; log {log})")
     return found
 
 
@@ -207,14 +209,15 @@ def _worker(
         **os.environ,
         "KAFKA_BOOTSTRAP_SERVERS": settings.bootstrap_servers,
         "RESON8_API_URL": up.url,
+        "RESON8_BASE_URL": up.url,  # the vendor's newer name; the worker may read either
         "RESON8_API_KEY": up.api_key,
         "RESON8_KAFKA_TOPIC_PREFIX": PREFIX,
         "RESON8_KAFKA_APP_ID": APP_ID,
         "RESON8_KAFKA_PARTITIONS": str(PARTITIONS),
         "RESON8_KAFKA_WEB_PORT": str(port),
         "RESON8_KAFKA_WEB_HOST": "127.0.0.1",
-        # pocketsphinx on a busy laptop can fall seconds behind real time; the
-        # default 10 s wait for finals after `end` would then drop the last ones.
+        # A busy laptop can fall behind real time; the default 10 s wait for
+        # finals after `end` would then drop the last ones.
         "RESON8_KAFKA_END_TIMEOUT_S": "60",
     }
     log = logs / "worker.log"
@@ -241,6 +244,13 @@ class Measured:
     finals: list[tuple[str, float]] = field(default_factory=list)  # (text, latency s)
     first_final_s: float | None = None
     ended: Consumed | None = None
+
+    @property
+    def words(self) -> tuple[int, int]:
+        """``(right, total)`` words of the script found in order in the finals."""
+        from emulator.accuracy import word_accuracy
+
+        return word_accuracy(" ".join(self.sample.script), " ".join(t for t, _ in self.finals))
 
     def observe(self, item: Consumed) -> None:
         """Record a final (transcript or turn end) with its latency, or the session's end."""
@@ -270,9 +280,13 @@ def _percentile(values: Sequence[float], q: float) -> float:
 
 def summarize(measured: Sequence[Measured], wall_s: float) -> list[str]:
     """The summary table: per session, then totals with mean and p95 latency."""
-    lines = [f"{'session':<26} {'endpoint':<9} {'audio s':>7} {'finals':>6} {'first final':>11}"]
+    lines = [
+        f"{'session':<26} {'endpoint':<9} {'audio s':>7} {'finals':>6} {'first final':>11} "
+        f"{'words right':>11}"
+    ]
     latencies: list[float] = []
     audio = 0.0
+    right = total = 0
     for m in measured:
         ended = m.ended.event if m.ended is not None else None
         seconds = getattr(ended, "audio_seconds", None) or m.sent.audio.duration_s
@@ -280,11 +294,15 @@ def summarize(measured: Sequence[Measured], wall_s: float) -> list[str]:
         latencies += [lat for _, lat in m.finals]
         first = f"{m.first_final_s:.1f} s" if m.first_final_s is not None else "-"
         status = "" if ended is None or ended.type == "session_ended" else f"  {ended.type}"
+        got, count = m.words
+        right, total = right + got, total + count
         lines.append(
             f"{m.sent.session_id:<26} {m.sample.options.endpoint:<9} {seconds:7.1f} "
-            f"{len(m.finals):6d} {first:>11}{status}"
+            f"{len(m.finals):6d} {first:>11} {f'{got}/{count}':>11}{status}"
         )
     lines.append(f"{len(measured)} sessions, {audio:.1f} s of audio in {wall_s:.1f} s")
+    if total:
+        lines.append(f"words right: {right}/{total} ({right / total:.0%})")
     if latencies:
         lines.append(
             f"{len(latencies)} finals; latency from the final's last audio produced to the "
@@ -427,7 +445,8 @@ def _run(
     say("samples", f"{len(samples)} calls in {cache} ({origin})")
     settings = _kafka(stack, say)
     if upstream is None:
-        upstream = _Upstream(_emulator(stack, say, cache / "logs"), "demo-key-not-secret")
+        url = _emulator(stack, say, cache / "logs", args.recognizer)
+        upstream = _Upstream(url, "demo-key-not-secret")
     else:
         say("upstream", f"{upstream.url} (API key from {'--api-key' if args.api_key else 'env'})")
     drift = asyncio.run(_apply_topics(settings))

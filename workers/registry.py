@@ -80,6 +80,7 @@ def policy_of(settings: Settings) -> SessionPolicy:
         silence_flush_after_s=settings.silence_flush_after_s,
         silence_flush_ms=settings.silence_flush_ms,
         end_timeout_s=settings.end_timeout_s,
+        g711_upstream=settings.g711_upstream,
         retry=RetryPolicy(
             initial_s=settings.retry_initial_s,
             max_s=settings.retry_max_s,

@@ -67,6 +67,7 @@ class SessionPolicy:
     silence_flush_after_s: float = 5.0
     silence_flush_ms: int = 300
     end_timeout_s: float = 10.0
+    g711_upstream: bool = False  # send mu-law/A-law to realtime untouched (else pcm_s16le)
     retry: RetryPolicy = field(default_factory=RetryPolicy)
 
 
@@ -154,6 +155,7 @@ class Session:
             upstream_rate=self.policy.upstream_rate,
             start_ms=start_ms,
             resume=resume,
+            g711_upstream=self.policy.g711_upstream,
         )
         self._epochs.append(_Epoch(number, source))
         self._sync_links(self._epochs[-1])

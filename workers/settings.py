@@ -67,6 +67,11 @@ class Settings(BaseModel):
         description="largest record the worker produces (a dead letter is cut to fit)",
     )
     upstream_rate: int = Field(16000, description="PCM rate sent upstream for containers")
+    g711_upstream: bool = Field(
+        False,
+        description="send mu-law/A-law to the realtime endpoint as is (only if it accepts them; "
+        "else they are expanded to pcm_s16le, as turns gets them untouched)",
+    )
     idle_timeout_s: float = Field(300.0, gt=0, description="close a session with no input")
     idle_flush_s: float = Field(2.0, gt=0, description="flush a quiet session after this")
     max_uncovered_s: float = Field(30.0, gt=0, description="force a flush beyond this")

@@ -37,7 +37,13 @@ from workers.errors import DecodeError
 from workers.frames import FrameAligner
 from workers.restart import RestartPoint
 from workers.stream import ChannelStream
-from workers.transcode import ContainerDecoder, sniff_container, split_channels
+from workers.transcode import (
+    ContainerDecoder,
+    alaw_to_s16,
+    mulaw_to_s16,
+    sniff_container,
+    split_channels,
+)
 
 SNIFF_BYTES = 12  # sniff_container needs this many bytes
 MAX_SPLIT_CHANNELS = 10  # one upstream stream each; the API's channel range
@@ -45,6 +51,7 @@ MAX_SPLIT_CHANNELS = 10  # one upstream stream each; the API's channel range
 # beyond, the stream is not audio the worker can decode.
 MAX_UNPROVEN_BYTES = 1 << 20
 _SAMPLE_WIDTH = {"pcm_s16le": 2, "mulaw": 1, "alaw": 1}
+_EXPAND = {"mulaw": mulaw_to_s16, "alaw": alaw_to_s16}
 
 
 def stream_rate(config: SessionConfig, upstream_rate: int) -> int:
@@ -126,9 +133,16 @@ class Source:
         upstream_rate: int,
         start_ms: int = 0,
         resume: Checkpoint | None = None,
+        g711_upstream: bool = False,
     ) -> None:
         self.session_id = session_id
         self.config = config
+        # Reson8's realtime endpoint documents `auto` and `pcm_s16le` only: G.711
+        # is expanded (cheap, exact) unless the deployment says its upstream takes
+        # it; turns documents mulaw/alaw and gets them untouched.
+        self._expand = _EXPAND.get(config.encoding)
+        if g711_upstream or config.endpoint == "turns":
+            self._expand = None
         self.start_ms = start_ms  # session time at which this configuration began
         self._upstream_rate = upstream_rate
         self._split = config.channel_mode == "split"
@@ -181,7 +195,9 @@ class Source:
                 f"split mode takes up to {MAX_SPLIT_CHANNELS} channels, the audio has "
                 f"{source_channels}"
             )
-        encoding: Encoding = "pcm_s16le" if self.config.encoding == "auto" else self.config.encoding
+        encoding: Encoding = self.config.encoding
+        if encoding == "auto" or self._expand is not None:
+            encoding = "pcm_s16le"
         channels = 1 if self._split else source_channels
         params = self.config.upstream_params(encoding, self._rate, channels)
         count = source_channels if self._split else 1
@@ -363,7 +379,11 @@ class Source:
         self._distribute(pcm, 2)
 
     def _push_raw(self, audio: bytes) -> None:
-        if audio:
+        if not audio:
+            return
+        if self._expand is not None:
+            self._distribute(self._expand(audio), 2)  # one byte per G.711 sample
+        else:
             self._distribute(audio, _SAMPLE_WIDTH[self.config.encoding])
 
     def _distribute(self, data: bytes, width: int) -> None:

@@ -229,7 +229,9 @@ async def open_connection(
 
 def _refused(exc: InvalidStatus, session_id: str) -> UpstreamRefused:
     response = exc.response
-    body = ErrorBody.parse(bytes(response.body or b""), response.headers.get("X-Error-Message"))
+    body = ErrorBody.parse(
+        bytes(response.body or b""), response.headers.get("X-Error-Message"), response.status_code
+    )
     return UpstreamRefused(
         response.status_code,
         code=body.code if body else None,

@@ -165,7 +165,7 @@ def test_a_configuration_change_starts_a_new_epoch_at_the_session_time_reached()
     mulaw = RecordHeaders(config_headers={"stt-encoding": "mulaw", "stt-sample-rate": "8000"})
     session.on_record(1, mulaw, b"\xff" * 800, now=0.1)
     assert session.link_keys() == [(0, 0), (1, 0)]
-    assert session.params((1, 0)).encoding == "mulaw"
+    assert session.params((1, 0)).encoding == "pcm_s16le"  # realtime: G.711 expanded
     session.on_connected((1, 0), 0.1)
     [connected] = [e for e in events(session) if getattr(e, "type", "") == "upstream_connected"]
     assert isinstance(connected, SessionEvent)

@@ -12,6 +12,7 @@ from tests.fuzz.hostile import wav
 from workers.checkpoint import Checkpoint
 from workers.source import Source
 from workers.stream import ChannelStream
+from workers.transcode import alaw_to_s16, mulaw_to_s16
 
 
 def raw(**kw: object) -> SessionConfig:
@@ -57,7 +58,9 @@ def test_split_pcm_gives_one_mono_stream_per_channel_with_labels() -> None:
 
 
 def test_split_mulaw_deinterleaves_bytes_without_decoding() -> None:
-    config = SessionConfig(encoding="mulaw", sample_rate=8000, channels=2, channel_mode="split")
+    config = SessionConfig(
+        encoding="mulaw", sample_rate=8000, channels=2, channel_mode="split", endpoint="turns"
+    )
     session = Source("s", config, upstream_rate=16000)
     feed(session, 0, bytes([10, 20, 11, 21, 12]))
     left, right = session.streams
@@ -244,3 +247,39 @@ def test_split_mode_takes_at_most_ten_channels() -> None:
     settle(source)
     assert source.rejected[0].code == "undecodable_audio"
     assert "10 channels" in source.rejected[0].detail
+
+
+# -- G.711 on realtime (issue 14): the realtime endpoint documents pcm_s16le only ----
+
+
+def test_g711_is_expanded_for_realtime_and_passed_through_for_turns() -> None:
+    mulaw = bytes(range(256))
+    realtime = Source("s", raw(encoding="mulaw"), upstream_rate=16000)
+    feed(realtime, 0, mulaw)
+    [stream] = realtime.streams
+    assert stream.params.encoding == "pcm_s16le"
+    assert stream.params.sample_rate == 8000
+    stream.connected(None)
+    assert _sent_audio(stream) == mulaw_to_s16(mulaw)
+    for source in (
+        Source("t", raw(encoding="mulaw", endpoint="turns"), upstream_rate=16000),
+        Source("g", raw(encoding="mulaw"), upstream_rate=16000, g711_upstream=True),
+    ):
+        feed(source, 0, mulaw)
+        [untouched] = source.streams
+        assert untouched.params.encoding == "mulaw"
+        untouched.connected(None)
+        assert _sent_audio(untouched) == mulaw
+
+
+def test_split_alaw_is_expanded_per_channel() -> None:
+    source = Source(
+        "s", raw(encoding="alaw", channels=2, channel_mode="split"), upstream_rate=16000
+    )
+    feed(source, 0, bytes([1, 2, 3]))  # a frame and a half
+    feed(source, 1, bytes([4]))
+    left, right = source.streams
+    for stream in (left, right):
+        stream.connected(None)
+    assert _sent_audio(left) == alaw_to_s16(bytes([1, 3]))
+    assert _sent_audio(right) == alaw_to_s16(bytes([2, 4]))

@@ -165,7 +165,7 @@ class UpstreamConnection:
             transport.abort()
 
     def _closed(self, exc: ConnectionClosed) -> UpstreamClosed:
-        frame = exc.rcvd
+        frame = exc.rcvd or exc.sent  # we close with 1009 on a frame over the limit
         code = frame.code if frame is not None else None
         if frame is None:
             reason = "connection dropped"

@@ -21,7 +21,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "Every flag has an environment variable (see docs/configuration.md).",
     )
     worker.add_argument("--bootstrap-servers", help="Kafka bootstrap servers")
-    worker.add_argument("--api-url", help="Reson8 base URL (env RESON8_API_URL)")
+    worker.add_argument("--api-url", help="Reson8 base URL (env RESON8_BASE_URL)")
     worker.add_argument("--app-id", help="consumer group id (default reson8-kafka)")
     worker.add_argument("--topic-prefix", help="prefix of every topic name")
     worker.add_argument("--partitions", type=int, help="partitions of stt.audio")

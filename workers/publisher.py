@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Mapping, Sequence
+from collections.abc import Awaitable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -150,25 +150,34 @@ class Publisher:
         headers = _dead_letter_headers(record, code, detail)
         headers += self._ce_headers(record)
         headers += self._trace("dead_letter", parent, {"stt.error_code": code})
-        value = record.value
-        room = self.max_record_bytes - _FRAMING - _size(record.key, None, headers)
-        if value is not None and len(value) > room:
-            value = self._cut(value, room, headers)
-        try:
-            await self._deliver(self.topics.dead_letters, record.key, value, headers)
-        except PublishError as exc:
-            if exc.code != "too_large" or value is None:
-                raise
-            # The broker's own limit is lower than we were told: last resort.
-            if not any(k == "stt-truncated" for k, _ in headers):
-                headers.append(("stt-truncated", str(len(value)).encode()))
-            cut = value[:_LAST_RESORT_VALUE] if len(value) > _LAST_RESORT_VALUE else None
-            await self._deliver(self.topics.dead_letters, record.key, cut, headers)
+        for value, kept in self._fits(record, headers):
+            try:
+                await self._deliver(self.topics.dead_letters, record.key, value, kept)
+                return
+            except PublishError as exc:
+                if exc.code != "too_large":
+                    raise
+        raise PublishError(self.topics.dead_letters, "too_large", "even bare", retriable=False)
 
-    @staticmethod
-    def _cut(value: bytes, room: int, headers: Headers) -> bytes:
-        headers.append(("stt-truncated", str(len(value)).encode()))
-        return value[: max(0, room - 16)]
+    def _fits(self, record: Record, headers: Headers) -> Iterator[tuple[bytes | None, Headers]]:
+        """Ever smaller forms of a dead letter, each saying what it lost: the
+        record cut to the room we were told of, then (the broker's limit is
+        lower) 64 KiB of it, then none of its value, then none of its own
+        headers either (only ours)."""
+        value = record.value
+        size = len(value) if value is not None else 0
+        room = self.max_record_bytes - _FRAMING - _size(record.key, None, headers)
+        if value is not None and size > room:
+            yield value[: max(0, room - 32)], [*headers, ("stt-truncated", str(size).encode())]
+        else:
+            yield value, headers
+        cut = [*headers, ("stt-truncated", str(size).encode())]
+        if value is not None and size > _LAST_RESORT_VALUE:
+            yield value[:_LAST_RESORT_VALUE], cut
+        yield None, cut
+        ours = [(k, v) for k, v in cut if k.startswith(("stt-", "ce_", "traceparent"))]
+        own = [(k, v) for k, v in record.headers if not k.startswith(("stt-", "ce_"))]
+        yield None, [*ours, ("stt-truncated-headers", str(len(own)).encode())]
 
     def _ce_headers(self, record: Record) -> Headers:
         identity = event_id(record.topic, record.partition, record.offset, "dead_letter")
@@ -213,7 +222,7 @@ class Publisher:
             except Exception as exc:  # the producer's errors, mapped here once
                 error = _publish_error(topic, exc)
                 attempt += 1
-                if not error.retriable:
+                if not error.retriable or self._retry.exhausted(attempt):
                     raise error from exc
                 delay = self._retry.delay(attempt)
                 log.warning("producing to %s failed (%s); retry in %.1f s", topic, error, delay)
@@ -224,7 +233,7 @@ def _dead_letter_headers(record: Record, code: str, detail: str) -> Headers:
     kept = [
         (k, v)
         for k, v in record.headers
-        if k not in ("traceparent", "tracestate") and not k.startswith("stt-error-")
+        if k not in ("traceparent", "tracestate") and not k.startswith(("stt-error-", "ce_"))
     ]
     return [
         *kept,
@@ -233,6 +242,11 @@ def _dead_letter_headers(record: Record, code: str, detail: str) -> Headers:
         ("stt-source-topic", record.topic.encode()),
         ("stt-source-partition", str(record.partition).encode()),
         ("stt-source-offset", str(record.offset).encode()),
+        *(
+            [("stt-source-timestamp", str(record.timestamp_ms).encode())]
+            if record.timestamp_ms
+            else []
+        ),
     ]
 
 

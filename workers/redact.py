@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import re
+import sys
 import threading
 import traceback
 from collections.abc import Iterable, MutableMapping
@@ -23,10 +24,10 @@ from typing import Any
 
 MASK = "***"
 _HEADER = re.compile(
-    r"(?i)(authorization['\"]?\s*[:=]\s*['\"]?(?:apikey|bearer|basic|token)?\s*)([^\s'\",;]+)"
+    r"(?i)(authorization['\"]?\s*[:=,]\s*['\"]?(?:apikey|bearer|basic|token)?\s*)([^\s'\",;)]+)"
 )
 _SUBPROTOCOL = re.compile(
-    r"(?i)(sec-websocket-protocol['\"]?\s*[:=]\s*['\"]?bearer\s*,\s*)([^\s'\",;]+)"
+    r"(?i)(sec-websocket-protocol['\"]?\s*[:=,]\s*['\"]?bearer\s*,\s*)([^\s'\",;)]+)"
 )
 _secrets: set[str] = set()
 _lock = threading.Lock()
@@ -91,4 +92,11 @@ class RedactingAdapter(logging.LoggerAdapter):  # type: ignore[type-arg]
             text = str(msg) % args if args else str(msg)
         except (TypeError, ValueError):
             text = f"{msg!r} {args!r}"
+        exc_info = kwargs.pop("exc_info", None)
+        if exc_info:
+            if exc_info is True:
+                exc_info = sys.exc_info()
+            elif isinstance(exc_info, BaseException):
+                exc_info = (type(exc_info), exc_info, exc_info.__traceback__)
+            text += "\n" + "".join(traceback.format_exception(*exc_info)).rstrip()
         self.logger.log(level, "%s", redact(text), **kwargs)

@@ -324,7 +324,7 @@ class Registry:
         self._spawn(self._finish(pump), "finish")
 
     def on_latency(self, seconds: float) -> None:
-        self._telemetry.upstream_latency.record(seconds * 1000)
+        self._telemetry.upstream_latency.record(seconds)
 
     async def _finish(self, pump: SessionPump) -> None:
         """The session is over and its events are published: closing entry,
@@ -338,13 +338,13 @@ class Registry:
             session.totals()[0],
             session.max_held_seconds,
         )
-        self._telemetry.session_finished(session)
         await self.checkpointer.close(session)
         await pump.stop()
         if pump.span is not None:
             pump.span.end()
-        if self._pumps.get(session.session_id) is pump:
+        if self._pumps.get(session.session_id) is pump:  # not revoked meanwhile
             del self._pumps[session.session_id]
+            self._telemetry.session_finished(session)
         if session.state == "failed":
             self._failed[session.session_id] = time.monotonic()
 

@@ -157,7 +157,7 @@ class Settings(BaseModel):
             return cls.model_validate(values)
         except ValidationError as exc:
             first = exc.errors()[0]
-            field = ".".join(str(p) for p in first["loc"])
+            field = ".".join(str(p) for p in first["loc"]) or "settings"
             raise ConfigError(f"setting {field}: {first['msg']}") from None
 
     def topic(self, name: str) -> str:

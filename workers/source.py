@@ -162,14 +162,13 @@ class Source:
             self._skip = resume.restart.byte - resume.record_byte
             self._first_offset = resume.offset
             self._prefix = None  # checked by the owner before
-        self._decoder: ContainerDecoder | None = None
-        if config.encoding == "auto":
-            self._decoder = self._new_decoder()
+        self._container = config.encoding == "auto"
+        self._decoder: ContainerDecoder | None = None  # started with the first container bytes
         self.streams: list[ChannelStream] = []
         self._interleaved: FrameAligner | None = None  # split mode: whole interleaved frames
         self._marks: deque[_Mark] = deque()
         self._queue: deque[_Item] = deque()
-        self._unproven: _Unproven | None = _Unproven() if self._decoder else None
+        self._unproven: _Unproven | None = _Unproven() if self._container else None
         self.rejected: list[Rejected] = []
         self.failed: DecodeError | None = None
         self.finished = False  # the end of input was processed
@@ -240,7 +239,7 @@ class Source:
         item = _Item(offset, audio[dropped:], kind, record, dropped)
         self._queue.append(item)
         self._end_queued |= kind == "end"
-        if item.audio and self._decoder is not None and self.failed is None:
+        if item.audio and self._container and self.failed is None:
             try:
                 self._check_container(item.audio)
             except DecodeError as exc:
@@ -286,15 +285,19 @@ class Source:
 
     def _process_one(self, item: _Item, budget_s: float) -> bool:
         """Advance ``item``; True when it is done."""
-        decoder = self._decoder
-        if decoder is None:
+        if not self._container:
             self._push_raw(item.audio)
-        elif not self._decode(decoder, item, budget_s):
+        elif not self._decode(item, budget_s):
             return False
         self._control(item)
         return True
 
-    def _decode(self, decoder: ContainerDecoder, item: _Item, budget_s: float) -> bool:
+    def _decode(self, item: _Item, budget_s: float) -> bool:
+        if self._decoder is None:
+            if not item.audio:
+                return True  # an end before any audio: nothing to decode
+            self._decoder = self._new_decoder()
+        decoder = self._decoder
         if not item.written:
             item.written = True
             if item.audio:
@@ -477,9 +480,10 @@ class Source:
         )
 
     def close(self) -> None:
-        """Release the decoder thread; call once the source is over."""
+        """Release the decoder thread (without waiting for it); call once the
+        source is over."""
         if self._decoder is not None:
-            self._decoder.close()
+            self._decoder.close(wait=False)
 
 
 def _saved(stream: ChannelStream) -> StreamCheckpoint:

@@ -504,12 +504,16 @@ class ContainerDecoder:
         if ready is not None:
             ready()
 
-    def close(self) -> None:
-        """Stop the decode thread and release FFmpeg resources. Idempotent."""
+    def close(self, *, wait: bool = True) -> None:
+        """Stop the decode thread and release FFmpeg resources. Idempotent.
+
+        ``wait=False`` returns at once (the thread ends on its own): for an
+        event loop, which must not wait for another thread.
+        """
         with self._cond:
             self._pipe.closed = True
             self._cond.notify_all()
-        if threading.current_thread() is not self._thread:
+        if wait and threading.current_thread() is not self._thread:
             self._thread.join(self.timeout)
 
     def __enter__(self) -> ContainerDecoder:
@@ -564,7 +568,7 @@ class ContainerDecoder:
             error = self._error
             self._cond.notify_all()  # a paused thread goes on
         if error is not None:
-            self.close()
+            self.close(wait=False)
             if isinstance(error, DecodeError):
                 raise error
             raise DecodeError(f"cannot decode audio: {error}") from error

@@ -21,6 +21,7 @@ request objects.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -29,6 +30,8 @@ from urllib.parse import urlencode
 
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.proxy import get_proxy
+from websockets.uri import parse_uri
 from websockets.version import version as websockets_version
 
 from schemas.wire import (
@@ -67,6 +70,14 @@ def _product_version() -> str:
         return "0"
 
 
+@functools.cache
+def _proxy_for(base_url: str) -> str | None:
+    """The proxy the environment names for ``base_url`` (websockets' own rule),
+    looked up once per process rather than on every connection."""
+    return get_proxy(parse_uri(base_url))
+
+
+@functools.cache
 def integration_header() -> str:
     """``X-Reson8-Integration``: this client and its version (the vendor's
     clients send ``<client>:<version>`` on every request)."""
@@ -215,6 +226,7 @@ async def open_connection(
             max_queue=64,
             user_agent_header=f"reson8-kafka websockets/{websockets_version}",
             logger=_ws_log,
+            proxy=_proxy_for(options.base_url),
         )
     except InvalidStatus as exc:
         raise _refused(exc, session_id) from None

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 
 from schemas.events import SessionEvent, TranscriptEvent, TurnEvent, parse_event
 from topology.admin import apply_topology
@@ -199,6 +200,50 @@ async def produce_live(
         await producer.stop()
 
 
+async def produce_records(
+    stack: Stack, records: Iterable[tuple[bytes | None, bytes, Sequence[tuple[str, bytes]]]]
+) -> None:
+    """Produce ``(key, value, headers)`` records as they are (any key, even none), acks=all."""
+    producer = AIOKafkaProducer(
+        **client_kwargs(stack.kafka), acks="all", max_request_size=4 * 1024 * 1024
+    )
+    await producer.start()
+    try:
+        futures = [
+            await producer.send(stack.audio_topic, value, key=key, headers=list(headers))
+            for key, value, headers in records
+        ]
+        await asyncio.gather(*futures)
+    finally:
+        await producer.stop()
+
+
+async def committed_offsets(stack: Stack, group: str) -> dict[int, int]:
+    """The group's committed offsets of ``stt.audio``, by partition."""
+    admin = AIOKafkaAdminClient(**client_kwargs(stack.kafka))
+    await admin.start()
+    try:
+        offsets = await admin.list_consumer_group_offsets(group)
+    finally:
+        await admin.close()
+    return {
+        tp.partition: meta.offset for tp, meta in offsets.items() if tp.topic == stack.audio_topic
+    }
+
+
+async def end_offsets(stack: Stack, topic: str | None = None) -> dict[int, int]:
+    """The end offset of every partition of ``topic`` (``stt.audio`` by default)."""
+    consumer = AIOKafkaConsumer(**client_kwargs(stack.kafka), group_id=None)
+    await consumer.start()
+    try:
+        name = topic or stack.audio_topic
+        tps = [TopicPartition(name, p) for p in range(stack.partitions)]
+        ends = await consumer.end_offsets(tps)
+    finally:
+        await consumer.stop()
+    return {tp.partition: offset for tp, offset in ends.items()}
+
+
 def keys_on_partitions(stem: str, partitions: int, per_partition: int = 1) -> list[str]:
     """Session ids that the default partitioner spreads evenly: ``per_partition``
     on each partition, so every worker of a group owns some."""
@@ -330,10 +375,13 @@ __all__ = [
     "Outputs",
     "Stack",
     "WorkerProcess",
+    "committed_offsets",
     "dlq_records",
+    "end_offsets",
     "free_port",
     "keys_on_partitions",
     "produce_live",
+    "produce_records",
     "produce_sessions",
     "session_records",
     "signal",

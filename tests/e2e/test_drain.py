@@ -7,28 +7,22 @@ import time
 from pathlib import Path
 
 import pytest
-from aiokafka.admin import AIOKafkaAdminClient
 
 from emulator.server import EmulatorServer
 from emulator.tones import expected_finals, synthesize
-from tests.e2e.harness import Outputs, Stack, WorkerProcess, produce_sessions, session_records
-from topology.connection import KafkaSettings, client_kwargs
+from tests.e2e.harness import (
+    Outputs,
+    Stack,
+    WorkerProcess,
+    committed_offsets,
+    produce_sessions,
+    session_records,
+)
+from topology.connection import KafkaSettings
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow, pytest.mark.timeout(180)]
 
 UTTERANCES = [["alpha", "bravo"], ["charlie"], ["delta", "echo", "foxtrot"]]
-
-
-async def committed(stack: Stack, group: str) -> dict[int, int]:
-    admin = AIOKafkaAdminClient(**client_kwargs(stack.kafka))
-    await admin.start()
-    try:
-        offsets = await admin.list_consumer_group_offsets(group)
-    finally:
-        await admin.close()
-    return {
-        tp.partition: meta.offset for tp, meta in offsets.items() if tp.topic == stack.audio_topic
-    }
 
 
 async def test_sigterm_flushes_waits_commits_and_exits_cleanly(
@@ -57,13 +51,13 @@ async def test_sigterm_flushes_waits_commits_and_exits_cleanly(
         async with Outputs(stack) as out:
             await produce_sessions(stack, {"open-call": records})
             await out.until(lambda _: len(out.finals("open-call")) == len(want))
-            assert await committed(stack, stack.prefix + "worker") != {0: len(records)}
+            assert await committed_offsets(stack, stack.prefix + "worker") != {0: len(records)}
             started = time.monotonic()
             worker.signal(signal.SIGTERM)
             assert await worker.wait(timeout_s=60) == 0, worker.log_tail()
             drain_s = time.monotonic() - started
     finally:
         worker.stop()
-    assert await committed(stack, stack.prefix + "worker") == {0: len(records)}
+    assert await committed_offsets(stack, stack.prefix + "worker") == {0: len(records)}
     assert [f[0] for f in out.finals("open-call")] == [w[0] for w in want]
     assert drain_s < 15 + 10

@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: install lint test test-unit test-integration test-e2e bench demo docs schemas schemas-check clean
+.PHONY: install lint test test-unit test-integration test-e2e bench demo docs schemas schemas-check clean fuzz
 
 $(BIN)/reson8-kafka: pyproject.toml
 	bash scripts/system-deps.sh
@@ -41,6 +41,17 @@ $(BIN)/py-spy: $(BIN)/reson8-kafka
 
 bench: install $(BIN)/py-spy
 	$(BIN)/python -m bench
+
+# Long fuzzing runs (atheris, coverage-guided) of every target in tests/fuzz;
+# FUZZ_MINUTES shares the time between the targets. CI runs the same targets
+# briefly with hypothesis (tests/unit/test_fuzz.py).
+FUZZ_MINUTES ?= 30
+$(BIN)/.fuzz: $(BIN)/reson8-kafka
+	$(BIN)/pip install -q -e '.[dev,fuzz]'
+	touch $@
+
+fuzz: install $(BIN)/.fuzz
+	$(BIN)/python scripts/fuzz.py run --minutes $(FUZZ_MINUTES)
 
 demo: install
 	$(BIN)/reson8-kafka demo

@@ -50,10 +50,9 @@ def write_corpus() -> None:
         "junk": b"\x00\xff{\n\xfe",
     }
     seeds["checkpoint"] = _checkpoint_seeds()
-    for target in TARGETS:
+    for target in TARGETS:  # seeds are rewritten; inputs the fuzzer found (fuzz-found-*) stay
         folder = CORPUS / target
-        shutil.rmtree(folder, ignore_errors=True)
-        folder.mkdir(parents=True)
+        folder.mkdir(parents=True, exist_ok=True)
         for name, data in seeds[target].items():
             (folder / name).write_bytes(data)
     print(f"corpus written to {CORPUS.relative_to(REPO)}")
@@ -146,6 +145,11 @@ def run(minutes: float, targets: list[str]) -> int:
         )
         if status != 0:
             failed.append(target)
+            print(
+                f"fuzz: {target} failed; keep the crash input as a seed named "
+                f"tests/fuzz/corpus/{target}/fuzz-found-<hash> once fixed",
+                flush=True,
+            )
     print("fuzz: " + (f"FAILED: {', '.join(failed)}" if failed else "clean"))
     return 1 if failed else 0
 

@@ -223,7 +223,9 @@ class _WavScanner(_Buffered):
         header = bytearray(self.header)
         remaining = self._data_size - data_offset
         struct.pack_into("<I", header, len(header) - 4, remaining)
-        struct.pack_into("<I", header, 4, len(header) - 8 + remaining)
+        # RIFF's own size is 32 bits too: a data size near 4 GiB saturates it
+        # (found by the fuzzer: struct.error).
+        struct.pack_into("<I", header, 4, min(0xFFFFFFFF, len(header) - 8 + remaining))
         return bytes(header)
 
 

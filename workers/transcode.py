@@ -23,6 +23,7 @@ from ``av`` errors with ``raise ... from``.
 
 from __future__ import annotations
 
+import struct
 import threading
 import time
 from collections import deque
@@ -576,7 +577,19 @@ class ContainerDecoder:
         return out
 
     def _scan(self, data: bytes) -> None:
-        """Track container structure (header bytes, restart points) in the input."""
+        """Track container structure (header bytes, restart points) in the input.
+
+        The scanners raise ``DecodeError`` for what they refuse; anything else
+        they raise is a scanner bug on hostile bytes, translated here too.
+        """
+        try:
+            self._scan_checked(data)
+        except DecodeError:
+            raise
+        except (ValueError, IndexError, OverflowError, struct.error) as exc:
+            raise DecodeError(f"malformed container structure: {type(exc).__name__}") from exc
+
+    def _scan_checked(self, data: bytes) -> None:
         base = self._scanned
         self._scanned += len(data)
         if self._scanner is not None:

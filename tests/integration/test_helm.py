@@ -121,6 +121,11 @@ apiVersion: monitoring.coreos.com/v1
 kind: ServiceMonitor
 metadata: {name: x}
 spec: {selector: {}, endpoints: [{port: http, intervall: 30s}]}
+---
+apiVersion: monitoring.coreos.com/v1
+kind: PrometheusRule
+metadata: {name: x}
+spec: {groups: [{name: g, rules: [{alert: A, expr: up == 0, for: 5 minutes}]}]}
 """
 
 
@@ -140,6 +145,7 @@ def test_offline_schemas_are_strict() -> None:
     assert "/spec/replicas': got string" in results["Deployment"]
     assert "'maxReplicas' not allowed" in results["ScaledObject"]
     assert "'intervall' not allowed" in results["ServiceMonitor"]
+    assert "/spec/groups/0/rules/0/for" in results["PrometheusRule"]  # not a duration
 
 
 @pytest.mark.parametrize(

@@ -16,10 +16,12 @@ package main
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
 
+	"github.com/grafana/grafana-foundation-sdk/go/cog"
 	"github.com/grafana/grafana-foundation-sdk/go/cog/plugins"
 	"github.com/grafana/grafana-foundation-sdk/go/dashboard"
 	"github.com/prometheus/prometheus/model/labels"
@@ -125,13 +127,20 @@ func checkDashboard(path string) int {
 	// Panel options, field config and queries are checked by the plugins' own types.
 	plugins.RegisterDefaultPlugins()
 	var board dashboard.Dashboard
-	if err := board.UnmarshalJSONStrict(raw); err != nil {
-		fmt.Fprintf(os.Stderr, "%s: %v\n", path, err)
-		return 1
-	}
-	if err := board.Validate(); err != nil {
-		fmt.Fprintf(os.Stderr, "%s: %v\n", path, err)
-		return 1
+	for _, err := range []error{board.UnmarshalJSONStrict(raw), board.Validate()} {
+		if failed(err) {
+			fmt.Fprintf(os.Stderr, "%s: %v\n", path, err)
+			return 1
+		}
 	}
 	return 0
+}
+
+// failed: the SDK returns its error list typed (cog.BuildErrors) even when it is empty.
+func failed(err error) bool {
+	var list cog.BuildErrors
+	if errors.As(err, &list) {
+		return len(list) > 0
+	}
+	return err != nil
 }

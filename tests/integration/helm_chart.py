@@ -82,6 +82,11 @@ def find(docs: list[Doc], kind: str, suffix: str = "") -> Doc:
     return found[0]
 
 
+def settings_map(docs: list[Doc]) -> Doc:
+    """The worker's settings ConfigMap (not the dashboard's)."""
+    return find(docs, "ConfigMap", "-reson8-kafka")
+
+
 def pod_spec(docs: list[Doc]) -> Doc:
     workloads = [d for d in docs if d["kind"] in ("Deployment", "StatefulSet")]
     assert len(workloads) == 1

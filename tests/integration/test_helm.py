@@ -32,6 +32,7 @@ from tests.integration.helm_chart import (
     render_text,
     run,
     schema_location,
+    settings_map,
     template_cmd,
     tool,
 )
@@ -194,7 +195,7 @@ def test_grace_period_covers_the_drain(default_docs: list[Doc], full_docs: list[
     assert grace(full_docs) == 75  # explicit, >= 45 + 10
     for docs, drain in ((default_docs, 20), (full_docs, 45)):
         assert grace(docs) >= drain + 10
-        config = find(docs, "ConfigMap")["data"]
+        config = settings_map(docs)["data"]
         assert float(config["RESON8_KAFKA_DRAIN_TIMEOUT_S"]) == drain
 
 
@@ -229,7 +230,7 @@ def test_secrets_never_leave_secret_manifests(tmp: Path) -> None:
 
 
 def test_configmap_holds_the_settings(full_docs: list[Doc]) -> None:
-    data = find(full_docs, "ConfigMap")["data"]
+    data = settings_map(full_docs)["data"]
     assert data["KAFKA_BOOTSTRAP_SERVERS"].startswith("kafka-0.kafka:9093")
     assert data["KAFKA_SECURITY_PROTOCOL"] == "SASL_SSL"
     assert data["KAFKA_SASL_MECHANISM"] == "SCRAM-SHA-512"
@@ -253,7 +254,7 @@ def test_worker_settings_accept_the_pod_environment(values: Path | None, tmp: Pa
     from workers.settings import Settings
 
     docs = render(tmp, values=values)
-    env = dict(find(docs, "ConfigMap")["data"])
+    env = dict(settings_map(docs)["data"])
     for name, item in env_of(container(docs)).items():
         env[name] = item.get("value", "dummy-secret")  # secretKeyRef / fieldRef
     env = {k: v for k, v in env.items() if not k.startswith("OTEL_")}
@@ -292,7 +293,7 @@ def test_probes_hit_the_health_port(default_docs: list[Doc]) -> None:
     )
     service = find(default_docs, "Service")
     assert service["spec"]["ports"][0]["targetPort"] == "http"
-    config = find(default_docs, "ConfigMap")["data"]
+    config = settings_map(default_docs)["data"]
     assert config["RESON8_KAFKA_WEB_PORT"] == "6066"
 
 
@@ -346,7 +347,7 @@ def test_kafka_tls_files_come_from_a_read_only_secret_volume(full_docs: list[Doc
     assert volume["secret"]["secretName"] == "kafka-client-tls"
     files = {item["key"]: item["path"] for item in volume["secret"]["items"]}
     assert files == {"ca.crt": "ca.pem", "tls.crt": "cert.pem", "tls.key": "key.pem"}
-    data = find(full_docs, "ConfigMap")["data"]
+    data = settings_map(full_docs)["data"]
     for variable, name in (("CAFILE", "ca.pem"), ("CERTFILE", "cert.pem"), ("KEYFILE", "key.pem")):
         assert data[f"KAFKA_SSL_{variable}"] == f"{mount['mountPath']}/{name}"
     sasl = env_of(worker)["KAFKA_SASL_PASSWORD"]["valueFrom"]["secretKeyRef"]
@@ -360,7 +361,7 @@ def test_replicas_are_bounded_by_partitions(full_docs: list[Doc]) -> None:
     error = render_error("autoscaling.hpa.enabled=true", "autoscaling.hpa.maxReplicas=13")
     assert "maxReplicas (13) exceeds kafka.partitions (12)" in error
     scaled = find(full_docs, "ScaledObject")["spec"]
-    partitions = int(find(full_docs, "ConfigMap")["data"]["RESON8_KAFKA_PARTITIONS"])
+    partitions = int(settings_map(full_docs)["data"]["RESON8_KAFKA_PARTITIONS"])
     assert scaled["maxReplicaCount"] <= partitions
 
 

@@ -7,10 +7,10 @@
 helm-tools:
 	bash scripts/helm-tools.sh >/dev/null
 
-# helm lint --strict, kubeconform -strict, chart assertions, hadolint;
-# the dashboard and the ServiceMonitor (PromQL parsed by Prometheus' parser).
+# helm lint --strict, kubeconform -strict, chart assertions, hadolint; the dashboard,
+# the alerts and the ServiceMonitor (PromQL parsed, alert rules unit-tested by promtool).
 helm-check: install helm-tools
-	$(BIN)/pytest tests/integration/test_helm.py tests/integration/test_helm_monitoring.py
+	$(BIN)/pytest tests/integration/test_helm.py tests/integration/test_helm_monitoring.py tests/integration/test_helm_alerts.py
 
 # Rewrite helm/reson8-kafka/dashboards/reson8-kafka.json from scripts/dashboard.py.
 dashboard: install

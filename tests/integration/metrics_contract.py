@@ -112,7 +112,8 @@ def promql(exprs: list[str]) -> list[Parsed]:
     ]
 
 
-def _series(name: str, labels: dict[str, str]) -> str:
+def series_text(name: str, labels: dict[str, str]) -> str:
+    """promtool's series notation, with the release's target labels (pod: ``POD`` unless given)."""
     base = {"namespace": NAMESPACE, "job": JOB, "pod": POD, **labels}
     return name + "{" + ", ".join(f'{k}="{v}"' for k, v in sorted(base.items())) + "}"
 
@@ -125,12 +126,12 @@ def _label_sets(own: Labels) -> list[dict[str, str]]:
 def _family_series(family: str, kind: str, labels: dict[str, str]) -> list[Json]:
     if kind != "histogram":
         values = "0+10x30" if kind == "counter" else "1x30"
-        return [{"series": _series(family, labels), "values": values}]
+        return [{"series": series_text(family, labels), "values": values}]
     return [
-        {"series": _series(family + "_bucket", {**labels, "le": "0.5"}), "values": "0+6x30"},
-        {"series": _series(family + "_bucket", {**labels, "le": "+Inf"}), "values": "0+10x30"},
-        {"series": _series(family + "_sum", labels), "values": "0+3x30"},
-        {"series": _series(family + "_count", labels), "values": "0+10x30"},
+        {"series": series_text(family + "_bucket", {**labels, "le": "0.5"}), "values": "0+6x30"},
+        {"series": series_text(family + "_bucket", {**labels, "le": "+Inf"}), "values": "0+10x30"},
+        {"series": series_text(family + "_sum", labels), "values": "0+3x30"},
+        {"series": series_text(family + "_count", labels), "values": "0+10x30"},
     ]
 
 

@@ -1,8 +1,8 @@
 """The Helm chart (helm/reson8-kafka) and the image's Dockerfile, checked offline.
 
 Rendering, parsing and the tools are in ``tests/integration/helm_chart.py``;
-the monitoring resources (ServiceMonitor, dashboard, alerts) are checked in
-``tests/integration/test_helm_monitoring.py``.
+the monitoring resources are checked in ``test_helm_monitoring.py``
+(ServiceMonitor, dashboard) and ``test_helm_alerts.py`` (PrometheusRule).
 """
 
 from __future__ import annotations
@@ -75,6 +75,14 @@ SCENARIOS: dict[str, tuple[tuple[str, ...], Path | None]] = {
     "deployment-keda-sasl-inline": (("autoscaling.keda.enabled=true", *SASL_INLINE), None),
     "statefulset-emptydir": (
         ("workload.kind=StatefulSet", "workload.persistence.enabled=false"),
+        None,
+    ),
+    "monitoring-defaults": (
+        (
+            "monitoring.serviceMonitor.enabled=true",
+            "monitoring.dashboard.enabled=true",
+            "monitoring.prometheusRule.enabled=true",
+        ),
         None,
     ),
 }

@@ -215,3 +215,9 @@ KAFKA_SSL_KEYFILE: {{ printf "%s/key.pem" (include "reson8-kafka.tlsDir" .) | qu
   mountPath: {{ include "reson8-kafka.tlsDir" . }}
   readOnly: true
 {{- end -}}
+
+{{/* The labels: of one alert: its severity, plus monitoring.prometheusRule.alertLabels. */}}
+{{- define "reson8-kafka.alertLabels" -}}
+labels:
+  {{- toYaml (merge (dict "severity" .alert.severity) .rule.alertLabels) | nindent 2 }}
+{{- end -}}

@@ -181,7 +181,7 @@ RECORDS = Row(
         Panel(
             "Records by outcome",
             "Input records per second: processed, dead_lettered (sent to stt.audio.dlq) or "
-            "skipped (already covered by a checkpoint after a takeover, or duplicates).",
+            "skipped (read but not needed, e.g. audio a checkpoint covers, after a takeover).",
             (Query(rate("reson8_records_total", "outcome"), "{{outcome}}"),),
             unit="ops",
         ),
@@ -265,7 +265,7 @@ GROUP = Row(
         ),
         Panel(
             "Checkpoint write latency",
-            "Time to write one checkpoint (produce acknowledged).",
+            "Time to write one checkpoint.",
             quantiles("reson8_checkpoint_write_seconds"),
             unit="s",
             width=6,
@@ -279,7 +279,7 @@ GROUP = Row(
         ),
         Panel(
             "Rebalance duration",
-            "From partitions revoked to partitions assigned, per worker and rebalance.",
+            "How long each rebalance took, as each worker saw it.",
             (
                 *quantiles("reson8_rebalance_duration_seconds"),
                 mean("reson8_rebalance_duration_seconds"),

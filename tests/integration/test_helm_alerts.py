@@ -19,6 +19,7 @@ import pytest
 
 from tests.integration.helm_chart import (
     FULL,
+    ROOT,
     Doc,
     find,
     render,
@@ -43,6 +44,7 @@ from tests.integration.metrics_contract import (
 pytestmark = pytest.mark.timeout(300)
 
 RULE_ON = "monitoring.prometheusRule.enabled=true"
+OPERATIONS = ROOT / "docs" / "operations.md"
 # Alert -> its values key and the families its expression must read.
 ALERTS: dict[str, tuple[str, set[str]]] = {
     "Reson8KafkaConsumerLagGrowing": ("consumerLagGrowing", {"reson8_consumer_lag"}),
@@ -162,6 +164,34 @@ def test_values_shape_the_rules(full_docs: list[Doc]) -> None:
     assert storm["labels"] == {"severity": "critical", "team": "speech"}
     assert found["Reson8KafkaWorkerNotReady"]["labels"]["severity"] == "page"
     assert found["Reson8KafkaUncoveredAudioAboveBound"]["for"] == "1m"
+
+
+def markdown_anchors(text: str) -> set[str]:
+    """GitHub's anchors of the headings of a Markdown text (lower case, no punctuation)."""
+    headings = re.findall(r"^#+ (.+)$", text, flags=re.MULTILINE)
+    return {re.sub(r"[^\w\- ]", "", h).strip().lower().replace(" ", "-") for h in headings}
+
+
+def test_runbook_urls_point_at_the_alerts_sections_of_operations_md(
+    full_docs: list[Doc],
+) -> None:
+    anchors = markdown_anchors(OPERATIONS.read_text())
+    base = "https://runbooks.example.com/reson8-kafka/operations.md#"
+    for alert, rule in rules(full_docs).items():
+        url = rule["annotations"]["runbook_url"]
+        assert url == base + alert.lower()
+        assert alert.lower() in anchors, f"docs/operations.md has no section {alert}"
+
+
+def test_operations_md_states_the_default_durations(default_docs: list[Doc]) -> None:
+    rows = {
+        line.split("|")[1].strip(): line
+        for line in OPERATIONS.read_text().splitlines()
+        if line.startswith("| Reson8Kafka")
+    }
+    for alert, rule in rules(default_docs).items():
+        assert f"for {rule['for']}" in rows[alert], f"docs/operations.md: {alert}"
+        assert rule["labels"]["severity"] in rows[alert], f"docs/operations.md: {alert}"
 
 
 def test_selector_can_be_replaced(tmp: Path) -> None:

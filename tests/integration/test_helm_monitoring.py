@@ -1,17 +1,15 @@
-"""The chart's monitoring: ServiceMonitor, Grafana dashboard and PrometheusRule, offline.
-
-What each check relies on:
+"""The chart's ServiceMonitor and Grafana dashboard, checked offline.
 
 - the scrape path: the ServiceMonitor's endpoint names a port of the Service it
   selects, whose targetPort is the container port the worker listens on (the
   port ``workers.settings`` reads from the chart's ``RESON8_KAFKA_WEB_PORT``);
-- PromQL: Prometheus' own parser (``monitoring-lint promql``) for syntax and the
-  selectors of every expression, which may name only the worker's metric
-  families (``METRICS``) and ``up``;
 - the dashboard: the Grafana Foundation SDK's strict decoder
-  (``monitoring-lint dashboard``), then the panels, variables and matchers here;
-- the alerts: ``promtool check rules`` on the rendered PrometheusRule, and
-  ``promtool test rules`` feeding synthetic series to the rules as rendered.
+  (``monitoring-lint dashboard``); every query parsed by Prometheus' parser
+  (``monitoring-lint promql``), naming only the worker's metric families
+  (``metrics_contract.METRICS``) and ``up``; and each query evaluated by
+  ``promtool`` against one series per family, so none comes back empty.
+
+The PrometheusRule is checked in ``test_helm_alerts.py``.
 """
 
 from __future__ import annotations

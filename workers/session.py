@@ -260,7 +260,7 @@ class Session:
         if failure is not None and self._ending.failure is None:
             self._ending.failure = failure
             for epoch in self._epochs:
-                epoch.source.flush(user=False)
+                epoch.source.flush(user=False, only_uncovered=True)
 
     def _finish(self, settled: bool) -> None:
         """Emit ``session_ended`` (or ``session_failed``) and close every link."""
@@ -315,12 +315,16 @@ class Session:
     # ------------------------------------------------------------------ links
 
     def link_keys(self) -> list[LinkKey]:
-        """The links that should run now (start a task for each new one)."""
+        """The links that should run now (start a task for each new one): a
+        stream connects once it has something to send, and stays connected
+        until its epoch is over (a session that never has audio costs the
+        upstream nothing)."""
         return [
             (epoch.number, index)
             for epoch in self._epochs
             if not epoch.closed
-            for index in epoch.links
+            for index, link in epoch.links.items()
+            if link.connections or link.attempt or _has_work(epoch.source.streams[index])
         ]
 
     def _link(self, key: LinkKey) -> tuple[_Epoch, ChannelStream, Link] | None:
@@ -655,6 +659,10 @@ class Session:
     def max_held_seconds(self) -> float:
         """The most audio any stream held uncovered (logged at the end)."""
         return max((s.stats.max_uncovered / s.rate for s in self.streams), default=0.0)
+
+
+def _has_work(stream: ChannelStream) -> bool:
+    return stream.uncovered_frames > 0 or stream.pending_flushes > 0
 
 
 def _reason(error: UpstreamError) -> str:

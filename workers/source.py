@@ -324,8 +324,10 @@ class Source:
         flushes: tuple[str, ...] = ()
         if item.kind in ("flush", "end"):
             # A producer's flush/end is confirmed to it (flush_confirmed); an
-            # end of input without a record is the worker's own flush.
-            flushes = tuple(self.flush(user=item.offset is not None))
+            # end of input without a record is the worker's own flush. An end
+            # flushes only what is uncovered (nothing to finalize, no upstream).
+            user, end = item.offset is not None, item.kind == "end"
+            flushes = tuple(self.flush(user=user, only_uncovered=end))
         if item.kind == "end":
             self.finished = True
         if item.offset is None:
@@ -403,9 +405,14 @@ class Source:
         for stream, part in zip(self.streams, parts, strict=True):
             stream.push(part)
 
-    def flush(self, *, user: bool) -> list[str]:
-        """Queue a flush on every stream; returns the flush ids."""
-        return [stream.request_flush(user=user) for stream in self.streams]
+    def flush(self, *, user: bool, only_uncovered: bool = False) -> list[str]:
+        """Queue a flush on every stream (``only_uncovered``: on those holding
+        uncovered audio, a flush of nothing needs no upstream); returns the ids."""
+        return [
+            stream.request_flush(user=user)
+            for stream in self.streams
+            if not only_uncovered or stream.uncovered_frames > 0
+        ]
 
     # ------------------------------------------------------------------ coverage
 

@@ -128,9 +128,28 @@ class SessionPump:
         if session.has_outputs:
             self._outputs.set()
         self._progress.set()
-        if session.input_busy and not self._input_armed:
+        self._service_input()
+
+    def _service_input(self) -> None:
+        """Input waiting on coverage is retried after each input; input waiting
+        on the decoder is retried when the decoder says so (``arm``)."""
+        session = self.session
+        if session.input_held:
+            session.process_input(time.monotonic())
+            self._sync_after_input()
+        if session.input_busy and not session.input_held and not self._input_armed:
             self._input_armed = True
             session.arm_input(self._input_ready_threadsafe)
+
+    def _sync_after_input(self) -> None:
+        """Decoding may have opened streams or failed: act on it."""
+        session = self.session
+        rejected = session.take_rejected()
+        if rejected:
+            self._owner.on_rejected(self, rejected)
+        self._service_links()
+        if session.has_outputs:
+            self._outputs.set()
 
     def _service_links(self) -> None:
         """Start new links, wake the senders; after the end, stop links that

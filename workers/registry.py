@@ -81,6 +81,7 @@ def policy_of(settings: Settings) -> SessionPolicy:
         silence_flush_ms=settings.silence_flush_ms,
         end_timeout_s=settings.end_timeout_s,
         g711_upstream=settings.g711_upstream,
+        max_held_s=settings.max_held_s,
         retry=RetryPolicy(
             initial_s=settings.retry_initial_s,
             max_s=settings.retry_max_s,

@@ -68,6 +68,7 @@ class SessionPolicy:
     silence_flush_ms: int = 300
     end_timeout_s: float = 10.0
     g711_upstream: bool = False  # send mu-law/A-law to realtime untouched (else pcm_s16le)
+    max_held_s: float = 60.0  # decode no further while a stream holds this much uncovered
     retry: RetryPolicy = field(default_factory=RetryPolicy)
 
 
@@ -156,6 +157,7 @@ class Session:
             start_ms=start_ms,
             resume=resume,
             g711_upstream=self.policy.g711_upstream,
+            max_held_s=self.policy.max_held_s,
         )
         self._epochs.append(_Epoch(number, source))
         self._sync_links(self._epochs[-1])
@@ -216,8 +218,15 @@ class Session:
 
     @property
     def input_busy(self) -> bool:
-        """True while some input waits for the decoder: call :meth:`arm_input`."""
+        """True while some input waits: for the decoder (call :meth:`arm_input`)
+        or, :attr:`input_held`, for finals to cover what the streams hold."""
         return any(e.source.busy for e in self._epochs)
+
+    @property
+    def input_held(self) -> bool:
+        """Input waits because the streams hold enough audio: call
+        :meth:`process_input` again after upstream progress."""
+        return any(e.source.busy and e.source.held for e in self._epochs)
 
     def arm_input(self, on_ready: Any) -> None:
         """Have ``on_ready()`` called (from a decoder thread) when :meth:`process_input`

@@ -75,6 +75,12 @@ class Settings(BaseModel):
     idle_timeout_s: float = Field(300.0, gt=0, description="close a session with no input")
     idle_flush_s: float = Field(2.0, gt=0, description="flush a quiet session after this")
     max_uncovered_s: float = Field(30.0, gt=0, description="force a flush beyond this")
+    max_held_s: float = Field(
+        60.0,
+        gt=0,
+        description="decode no further while a stream holds this much uncovered audio "
+        "(bounds a session's memory; the input waits as bytes)",
+    )
     silence_flush_after_s: float = Field(
         5.0, gt=0, description="flush at the next silence once this much audio is uncovered"
     )

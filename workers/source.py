@@ -134,6 +134,7 @@ class Source:
         start_ms: int = 0,
         resume: Checkpoint | None = None,
         g711_upstream: bool = False,
+        max_held_s: float | None = None,
     ) -> None:
         self.session_id = session_id
         self.config = config
@@ -147,6 +148,7 @@ class Source:
         self._upstream_rate = upstream_rate
         self._split = config.channel_mode == "split"
         self._rate = stream_rate(config, upstream_rate)
+        self._max_held = None if max_held_s is None else int(max_held_s * self._rate)
         self._epoch_frame = start_ms * self._rate // 1000
         self.origin = RestartPoint(byte=0, frame=self._epoch_frame)
         self._resumed: tuple[StreamCheckpoint, ...] = ()
@@ -270,10 +272,19 @@ class Source:
         """True while queued input waits for the decoder (step again later)."""
         return bool(self._queue) and self.failed is None
 
+    @property
+    def held(self) -> bool:
+        """True while a stream holds more uncovered audio than ``max_held_s``:
+        the input waits in the queue (its bytes, not their decoded audio) until
+        finals cover some; call :meth:`process` again after progress."""
+        limit = self._max_held
+        return limit is not None and any(s.uncovered_frames > limit for s in self.streams)
+
     def process(self, budget_s: float = 0.02) -> None:
         """Work through the queue, waiting for the decoder at most ``budget_s``
-        per step; stops early when the decoder is still busy (see :attr:`busy`)."""
-        while self._queue and self.failed is None:
+        per step; stops early when the decoder is still busy or the streams
+        hold enough (see :attr:`busy`, :attr:`held`)."""
+        while self._queue and self.failed is None and not self.held:
             item = self._queue[0]
             try:
                 if not self._process_one(item, budget_s):

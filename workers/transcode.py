@@ -55,8 +55,9 @@ RAW_ENCODINGS = ("pcm_s16le", "mulaw", "alaw")
 DEFAULT_TIMEOUT_S = 10.0
 # Output frames (at the target rate) a container may yield per input byte, on
 # the whole stream. Real audio stays far below: speech Opus ~20, Opus DTX
-# silence ~90, FLAC silence ~250 at 16 kHz; a WAV declaring 1 Hz gives 16,000.
-MAX_FRAMES_PER_BYTE = 256.0
+# silence ~90, FLAC silence ~250 at 16 kHz (so a long digital silence in FLAC
+# is refused); a WAV declaring 1 Hz gives 16,000.
+MAX_FRAMES_PER_BYTE = 128.0
 
 # Open options for live input. `probesize`/`analyzeduration` bound how much
 # avformat_find_stream_info() reads before the first packet comes out (the

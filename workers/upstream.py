@@ -176,16 +176,7 @@ class UpstreamConnection:
             transport.abort()
 
     def _closed(self, exc: ConnectionClosed) -> UpstreamClosed:
-        frame = exc.rcvd or exc.sent  # we close with 1009 on a frame over the limit
-        code = frame.code if frame is not None else None
-        if frame is None:
-            reason = "connection dropped"
-        elif code == 1011:
-            reason = "ping timeout"
-        elif code == 1009:
-            reason = "frame too large"
-        else:
-            reason = "connection lost"
+        code, reason = _close_of(exc)
         return UpstreamClosed(
             f"upstream {reason} (close code {code})", close_code=code, session_id=self._session_id
         )
@@ -194,6 +185,17 @@ class UpstreamConnection:
         return UpstreamClosed(
             f"upstream connection failed: {type(exc).__name__}", session_id=self._session_id
         )
+
+
+def _close_of(exc: ConnectionClosed) -> tuple[int | None, str]:
+    """The close code and what it means: the server's, or ours when we closed
+    first (1011 after a ping got no pong, 1009 on a frame over the limit)."""
+    if exc.rcvd is not None:
+        return exc.rcvd.code, "closed the connection"
+    if exc.sent is not None:
+        ours = {1011: "ping timeout", 1009: "frame too large"}
+        return exc.sent.code, ours.get(exc.sent.code, "connection lost")
+    return None, "connection dropped"
 
 
 def _we_closed(exc: ConnectionClosed) -> bool:

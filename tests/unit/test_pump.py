@@ -171,3 +171,24 @@ async def test_a_large_container_record_is_decoded_in_steps_without_blocking() -
     await finish(pump, owner)
     assert texts(producer) == ["w3000"]
     await pump.stop()
+
+
+async def test_a_session_holding_its_bound_decodes_on_as_finals_cover_audio() -> None:
+    from emulator.samples import encode
+
+    policy = SessionPolicy(end_timeout_s=2.0, retry=FAST, max_held_s=1.0)
+    tone = b"".join(struct.pack("<h", 1000 + i) * 8000 + b"\x00\x00" * 8000 for i in range(8))
+    producer, owner = FakeProducer(), Owner()
+    session = Session("call", 0, policy, config=SessionConfig(), now=time.monotonic())
+    pump = SessionPump(
+        session,
+        connector=FakeServer(frames_per_ms=16),
+        publisher=Publisher(producer, Telemetry(), TOPICS),
+        owner=owner,
+    )
+    pump.feed(0, AUDIO, encode(tone, 16000, 1, "wav"), None, None)  # 8 s in one record
+    pump.feed(1, END, b"", None, None)
+    await finish(pump, owner)
+    assert texts(producer) == [f"w{1000 + i}" for i in range(8)]
+    assert max(s.stats.max_uncovered for s in session.streams) <= 3 * 16000  # never all 8 s
+    await pump.stop()

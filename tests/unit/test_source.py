@@ -283,3 +283,19 @@ def test_split_alaw_is_expanded_per_channel() -> None:
         stream.connected(None)
     assert _sent_audio(left) == alaw_to_s16(bytes([1, 3]))
     assert _sent_audio(right) == alaw_to_s16(bytes([2, 4]))
+
+
+def test_input_waits_as_bytes_while_the_streams_hold_enough_audio() -> None:
+    source = Source("s", raw(), upstream_rate=16000, max_held_s=1.0)  # 8 kHz
+    [stream] = source.streams
+    stream.connected(None)
+    source.add(0, b"\x00\x00" * 16000, "audio")  # 2 s: over the bound once pushed
+    source.add(1, b"\x00\x00" * 8000, "audio")
+    source.process()
+    assert source.busy and source.held  # record 1 waits, undecoded
+    assert stream.frames_in == 16000
+    list(stream.outgoing())
+    stream.on_message(Transcript(text="x", start_ms=0, duration_ms=1500))  # covers 1.5 s
+    source.process()
+    assert not source.busy
+    assert stream.frames_in == 24000

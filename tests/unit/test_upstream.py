@@ -46,9 +46,11 @@ def test_a_refusal_with_an_empty_body_takes_its_code_from_the_status() -> None:
 
 def test_a_lost_connection_names_its_close_code() -> None:
     conn = UpstreamConnection(None, "s")  # type: ignore[arg-type]
-    error = conn._closed(ConnectionClosed(Close(1011, "keepalive ping timeout"), None))
+    error = conn._closed(ConnectionClosed(None, Close(1011, "keepalive ping timeout")))
     assert (error.close_code, error.retriable) == (1011, True)
-    assert "ping timeout" in str(error)
+    assert "ping timeout" in str(error)  # we closed: no pong came
+    server = conn._closed(ConnectionClosed(Close(1011, "internal error"), None))
+    assert "closed the connection" in str(server)
     dropped = conn._closed(ConnectionClosed(None, None))
     assert dropped.close_code is None
     assert "dropped" in str(dropped)

@@ -292,7 +292,8 @@ def test_input_waits_as_bytes_while_the_streams_hold_enough_audio() -> None:
     source.add(0, b"\x00\x00" * 16000, "audio")  # 2 s: over the bound once pushed
     source.add(1, b"\x00\x00" * 8000, "audio")
     source.process()
-    assert source.busy and source.held  # record 1 waits, undecoded
+    assert source.busy  # record 1 waits, undecoded
+    assert source.held
     assert stream.frames_in == 16000
     list(stream.outgoing())
     stream.on_message(Transcript(text="x", start_ms=0, duration_ms=1500))  # covers 1.5 s

@@ -36,6 +36,7 @@ from workers.publisher import Headers, OutputTopics, Publisher, Record
 from workers.registry import Registry
 from workers.settings import Settings
 from workers.telemetry import SCRAPE_CONTENT_TYPE, Telemetry
+from workers.transport import RUN_CODEC, Run, TransportOptions
 
 log = logging.getLogger(__name__)
 LOOP_PROBE_S = 0.25  # how often the event-loop lag is sampled
@@ -76,7 +77,9 @@ class _ConsumerOffsets:
 
 
 def _broker_urls(bootstrap: str) -> list[str]:
-    return [f"kafka://{host.strip()}" for host in bootstrap.split(",") if host.strip()]
+    # reson8://: the project's transport (workers/transport.py), found through
+    # the faust.transports entry point.
+    return [f"reson8://{host.strip()}" for host in bootstrap.split(",") if host.strip()]
 
 
 def create_app(settings: Settings, *, datadir: Path | None = None) -> faust.App:
@@ -124,13 +127,14 @@ class WorkerApp:
             checkpoints=self.checkpoints,
             offsets=self.offsets,
         )
-        self.audio = self.app.topic(
-            source,
-            key_type=bytes,
-            value_type=bytes,
-            key_serializer="raw",
-            value_serializer="raw",
+        self.app.transport_options = TransportOptions(
+            fetch_max_wait_ms=settings.fetch_max_wait_ms,
+            fetch_min_bytes=settings.fetch_min_bytes,
+            run_topics=frozenset({source}),
         )
+        # Each event is a run of consecutive records of one partition
+        # (workers/transport.py); the agent hands it to the registry whole.
+        self.audio = self.app.topic(source, key_serializer="raw", value_serializer=RUN_CODEC)
         self.max_loop_lag_s = 0.0
         self._rebalance_started: float | None = None
         self.app.agent(self.audio, name="transcribe")(self._transcribe)
@@ -152,19 +156,20 @@ class WorkerApp:
         self._stream = manual = stream.noack()
         async for event in manual.events():
             message = event.message
-            stamp = message.timestamp
-            await self.registry.handle(
+            run: Run = event.value
+            records = [
                 Record(
                     topic=message.topic,
                     partition=message.partition,
-                    offset=message.offset,
-                    key=message.key,
-                    value=message.value,
-                    headers=list(message.headers or []),
-                    timestamp_ms=int(stamp * 1000) if stamp else None,
-                    handle=event,
+                    offset=r.offset,
+                    key=r.key,
+                    value=r.value,
+                    headers=r.headers,
+                    timestamp_ms=r.timestamp,
                 )
-            )
+                for r in run.records
+            ]
+            await self.registry.handle_run(records, event)
 
     async def _observe_lag(self) -> None:
         consumer: Any = self.app.consumer
@@ -280,7 +285,8 @@ class WorkerApp:
 
 
 class _DrainingApp(faust.App):
-    """A Faust app that drains the sessions before its consumer stops.
+    """A Faust app that drains the sessions before its consumer stops, and
+    tells its transport how to fetch and deliver (``transport_options``).
 
     ``App.on_stop`` stops the consumer (committing acked offsets) and only then
     sends ``on_before_shutdown``; mode runs ``on_stop`` before stopping the
@@ -289,6 +295,7 @@ class _DrainingApp(faust.App):
     """
 
     drain: Any = None
+    transport_options: TransportOptions = TransportOptions()
 
     async def on_stop(self) -> None:
         if self.drain is not None:
@@ -315,6 +322,7 @@ def _faust_app(settings: Settings, datadir: Path | None) -> _DrainingApp:
         broker_heartbeat_interval=min(3.0, settings.session_timeout_s / 3),
         producer_acks=-1,
         producer_max_request_size=settings.producer_max_request_bytes,
+        producer_linger_ms=settings.producer_linger_ms,
         web_enabled=True,
         web_bind=settings.web_host,
         web_port=settings.web_port,

@@ -18,8 +18,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable
-from typing import Protocol
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
+from typing import Any, Protocol
 
 from schemas.events import SessionEvent, event_id
 from workers.checkpoint import Checkpoint
@@ -90,6 +90,7 @@ class Checkpointer:
         self._dirty: dict[int, Session] = {}
         self._wake = asyncio.Event()
         self._tombstones: dict[str, tuple[int, int]] = {}  # session -> (partition, end offset)
+        self._last_scan = float("-inf")  # orphans are looked for now and then, not every tick
 
     # ------------------------------------------------------------------ live sessions
 
@@ -148,13 +149,31 @@ class Checkpointer:
         """Delete closing entries the commit has passed; end orphans quiet for
         the idle timeout. ``orphan_quiet(entry)`` is how long (input time) the
         entry's partition has been quiet for it, None when not owned here."""
-        for session_id, (partition, offset) in list(self._tombstones.items()):
+        jobs = [self._tombstone(sid, entry) for sid, entry in self._due(committed)]
+        now = time.monotonic()
+        if now - self._last_scan >= min(30.0, self._idle_timeout_s / 4):
+            self._last_scan = now
+            jobs += self._orphans(orphan_quiet, live)
+        results = await asyncio.gather(*jobs, return_exceptions=True)
+        for result in results:
+            if isinstance(result, Exception):
+                log.warning("checkpoint housekeeping failed: %r", result)
+
+    def _due(self, committed: Callable[[int], int | None]) -> list[tuple[str, tuple[int, int]]]:
+        """Closing entries whose records the committed offset has passed."""
+        due = []
+        for session_id, (partition, offset) in self._tombstones.items():
             position = committed(partition)
             if position is not None and position >= offset:
-                del self._tombstones[session_id]
-                saved = self.store.get(session_id)
-                if saved is not None and saved.closed and saved.offset == offset:
-                    await self.store.delete(partition, session_id)
+                due.append((session_id, (partition, offset)))
+        for session_id, _ in due:
+            del self._tombstones[session_id]
+        return due
+
+    def _orphans(
+        self, orphan_quiet: Callable[[Checkpoint], float | None], live: Callable[[str], bool]
+    ) -> list[Coroutine[Any, Any, None]]:
+        jobs = []
         for saved in self.store.values():
             if live(saved.session_id):
                 continue
@@ -164,7 +183,14 @@ class Checkpointer:
             if saved.closed:
                 self._tombstones.setdefault(saved.session_id, (saved.partition, saved.offset))
             elif quiet >= self._idle_timeout_s:
-                await self._end_orphan(saved)
+                jobs.append(self._end_orphan(saved))
+        return jobs
+
+    async def _tombstone(self, session_id: str, entry: tuple[int, int]) -> None:
+        partition, offset = entry
+        saved = self.store.get(session_id)
+        if saved is not None and saved.closed and saved.offset == offset:
+            await self.store.delete(partition, session_id)
 
     async def _end_orphan(self, saved: Checkpoint) -> None:
         """A resumed-from checkpoint whose session sent nothing more: it ended

@@ -122,12 +122,22 @@ class Publisher:
     # ------------------------------------------------------------------ events
 
     async def event(self, event: Event, parent: Span | None) -> None:
-        """Produce ``event`` to its topic, under a span child of ``parent``."""
+        """Produce ``event`` to its topic, under a span child of ``parent``;
+        return once the broker acknowledged it."""
+        await (await self.submit(event, parent))
+
+    async def submit(self, event: Event, parent: Span | None) -> Awaitable[None]:
+        """Enqueue ``event`` (records of one caller keep their order) and return
+        what to await for its acknowledgement: submit a batch, then await them,
+        so the producer sends them in one request (``producer_linger_ms``)."""
         headers = cloudevent_headers(event, self._source)
         headers += self._trace(f"emit {event.type}", parent, {"stt.event_id": event.event_id})
         value = event.to_json_bytes()
-        await self._deliver(self.topics.of(event), event.session_id.encode(), value, headers)
+        delivery = await self._enqueue(
+            self.topics.of(event), event.session_id.encode(), value, headers
+        )
         self._count(event)
+        return delivery
 
     def _count(self, event: Event) -> None:
         if isinstance(event, TranscriptEvent):
@@ -213,13 +223,32 @@ class Publisher:
         headers: Headers,
         partition: int | None = None,
     ) -> None:
+        await (await self._enqueue(topic, key, value, headers, partition))
+
+    async def _enqueue(
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes | None,
+        headers: Headers,
+        partition: int | None = None,
+    ) -> Awaitable[None]:
+        """Hand the record to the producer; the result resolves once it is
+        acknowledged, retrying retriable errors (this one loop backs off)."""
+        try:
+            pending = await self._producer.send(topic, key, value, headers, partition)
+        except Exception as exc:  # the producer's errors, mapped here once
+            pending = _failed(exc)
+        return self._acknowledged(pending, (topic, key, value, headers, partition))
+
+    async def _acknowledged(self, pending: Awaitable[Any], record: tuple[Any, ...]) -> None:
+        topic = record[0]
         attempt = 0
         while True:
             try:
-                pending = await self._producer.send(topic, key, value, headers, partition)
                 await pending
                 return
-            except Exception as exc:  # the producer's errors, mapped here once
+            except Exception as exc:
                 error = _publish_error(topic, exc)
                 attempt += 1
                 if not error.retriable or self._retry.exhausted(attempt):
@@ -227,6 +256,14 @@ class Publisher:
                 delay = self._retry.delay(attempt)
                 log.warning("producing to %s failed (%s); retry in %.1f s", topic, error, delay)
                 await asyncio.sleep(delay)
+            try:
+                pending = await self._producer.send(*record)
+            except Exception as exc:
+                pending = _failed(exc)
+
+
+async def _failed(exc: Exception) -> None:
+    raise exc
 
 
 def _dead_letter_headers(record: Record, code: str, detail: str) -> Headers:

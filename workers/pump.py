@@ -30,7 +30,7 @@ from schemas.envelope import RecordHeaders
 from schemas.wire import FlushRequest, StreamParams
 from workers.errors import PublishError, UpstreamError, UpstreamStalled
 from workers.publisher import Publisher
-from workers.session import LinkKey, Session
+from workers.session import LinkKey, Output, Session
 from workers.source import Rejected
 from workers.upstream import UpstreamConnection
 
@@ -93,13 +93,19 @@ class SessionPump:
         self, offset: int, headers: RecordHeaders, audio: bytes, record: object, stamp: float | None
     ) -> bool:
         """One record (see :meth:`Session.on_record`); raises ``InputError``
-        for a record to dead-letter."""
+        for a record to dead-letter. Call :meth:`service` after the records
+        at hand (once per run: one upstream frame for all of them)."""
         try:
             return self.session.on_record(
                 offset, headers, audio, record=record, now=time.monotonic(), stamp=stamp
             )
         finally:
-            self.service()
+            self._report_rejected()  # in record order, before any later record's
+
+    def _report_rejected(self) -> None:
+        rejected = self.session.take_rejected()
+        if rejected:
+            self._owner.on_rejected(self, rejected)
 
     def tick(self, quiet_s: float) -> None:
         self.session.tick(time.monotonic(), quiet_s)
@@ -117,9 +123,7 @@ class SessionPump:
         if self._stopped:
             return
         session = self.session
-        rejected = session.take_rejected()
-        if rejected:
-            self._owner.on_rejected(self, rejected)
+        self._report_rejected()
         for seconds in session.take_latencies():
             self._owner.on_latency(seconds)
         for key, reason in session.take_closes():
@@ -144,9 +148,7 @@ class SessionPump:
     def _sync_after_input(self) -> None:
         """Decoding may have opened streams or failed: act on it."""
         session = self.session
-        rejected = session.take_rejected()
-        if rejected:
-            self._owner.on_rejected(self, rejected)
+        self._report_rejected()
         self._service_links()
         if session.has_outputs:
             self._outputs.set()
@@ -257,21 +259,40 @@ class SessionPump:
             await self._outputs.wait()
             self._outputs.clear()
             self._publishing = True
-            for output in session.take_outputs():
-                if output.event is not None:
-                    await self._publish(output.event)
-                session.on_published(output)
+            await self._publish_all(session.take_outputs())
             self._publishing = False
             self.service()  # publishing may have failed the session
             if session.dirty:
                 self._owner.on_progress(self)
-            if session.finished and not self._links_running() and not self.finished:
+            done = session.finished and not session.has_outputs  # its last event is out
+            if done and not self._links_running() and not self.finished:
                 self.finished = True
                 self._owner.on_finished(self)
 
-    async def _publish(self, event: Any) -> None:
+    async def _publish_all(self, outputs: list[Output]) -> None:
+        """Enqueue every output in order, then wait for each: one producer
+        request carries them (linger), and coverage becomes durable in order."""
+        pending = []
+        for output in outputs:
+            done = None if output.event is None else await self._submit(output.event)
+            pending.append((output, done))
+        failed = False
+        for output, done in pending:
+            if done is not None and not await self._acknowledged(done):
+                failed = True  # the session failed: what follows is not durable
+            if not failed:
+                self.session.on_published(output)
+
+    async def _submit(self, event: Any) -> Awaitable[None]:
         try:
-            await self._publisher.event(event, self.span)
+            return await self._publisher.submit(event, self.span)
+        except Exception as exc:  # a bug: contained to this session
+            return _raise(exc)
+
+    async def _acknowledged(self, done: Awaitable[None]) -> bool:
+        try:
+            await done
+            return True
         except PublishError as exc:
             # The broker will never take it (e.g. too large): the session fails
             # rather than go on with a gap in its output.
@@ -280,6 +301,7 @@ class SessionPump:
         except Exception as exc:  # a bug: contained to this session
             log.error("session %s: publishing failed", self.session.session_id, exc_info=exc)
             self.session.fail("internal_error", f"{type(exc).__name__} while publishing")
+        return False
 
     @property
     def outputs_idle(self) -> bool:
@@ -338,6 +360,10 @@ class SessionPump:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         self.session.close()
+
+
+async def _raise(exc: BaseException) -> None:
+    raise exc
 
 
 async def _close_quietly(conn: UpstreamConnection) -> None:

@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -45,6 +45,8 @@ from workers.upstream import ConnectOptions, open_connection
 log = logging.getLogger(__name__)
 
 __all__ = ["MemoryCheckpoints", "Offsets", "Record", "Registry", "policy_of"]
+
+RUN_SLICE_S = 0.01  # the longest a run of records holds the event loop at once
 
 
 class Offsets(Protocol):
@@ -146,6 +148,7 @@ class Registry:
         self._loading: dict[int, asyncio.Event] = {}
         self._failed: dict[str, float] = {}  # session id -> last record (no restart storm)
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._expiring: asyncio.Task[Any] | None = None
         self._draining = False
 
     @property
@@ -164,44 +167,86 @@ class Registry:
     # ------------------------------------------------------------------ records
 
     async def handle(self, record: Record) -> None:
-        """Process one input record; never raises.
+        """Process one input record (see :meth:`handle_run`); ``record.handle``
+        is acked once it is done."""
+        await self.handle_run([record], record.handle)
 
-        While draining, records are left unprocessed and unacked: the next
-        owner of the partition reads them again from the committed offset.
+    async def handle_run(self, records: Sequence[Record], handle: object) -> None:
+        """Process consecutive records of one partition; never raises.
+        ``handle`` (the transport's event) is acked once every record is done.
+
+        Each session touched gets one service after the run (one upstream
+        frame per session per run). While draining, records are left
+        unprocessed and unacked: the next owner reads them again.
         """
-        if self._draining:
+        if self._draining or not records:
             return
-        loading = self._loading.get(record.partition)
+        partition = records[0].partition
+        loading = self._loading.get(partition)
         if loading is not None:
             await loading.wait()
-        part = self._partition(record.partition)
-        now = time.monotonic()
-        stamp = None if record.timestamp_ms is None else record.timestamp_ms / 1000
-        part.clock.record(record.offset, stamp, now)
-        try:
-            self._route(record, part, stamp)
-        except Exception as exc:  # a bug must cost one session, not the agent
-            self._contain(record, part, exc)
+        part = self._partition(partition)
+        touched: dict[str, SessionPump] = {}
+        last = len(records) - 1
+        slice_start = time.monotonic()
+        for i, record in enumerate(records):
+            now = time.monotonic()
+            if now - slice_start > RUN_SLICE_S:  # a long run gives the loop a turn
+                self._serve(touched)
+                await asyncio.sleep(0)
+                slice_start = now = time.monotonic()
+            ack = handle if i == last else None
+            stamp = None if record.timestamp_ms is None else record.timestamp_ms / 1000
+            part.clock.record(record.offset, stamp, now)
+            try:
+                self._route(record, part, stamp, ack, touched)
+            except Exception as exc:  # a bug must cost one session, not the agent
+                self._contain(record, part, exc, ack)
+        self._serve(touched)
         await self._ack_ready(part)
 
-    def _route(self, record: Record, part: _Partition, stamp: float | None) -> None:
+    @staticmethod
+    def _serve(touched: dict[str, SessionPump]) -> None:
+        for pump in touched.values():
+            pump.service()
+        touched.clear()
+
+    def _route(
+        self,
+        record: Record,
+        part: _Partition,
+        stamp: float | None,
+        ack: object,
+        touched: dict[str, SessionPump],
+    ) -> None:
         pump: SessionPump | None = None
         try:
             session_id = _session_id(record.key)
             pump = self._pumps.get(session_id)
             self._check_size(record)
-            headers = parse_headers(decode_headers(record.headers))
+            headers = _parse(record.headers)
             pump = pump or self._start(session_id, headers, record)
         except (InputError, BadHeader) as exc:
-            part.ledger.add(record.offset, None, record.handle)
+            part.ledger.add(record.offset, None, ack)
             self._dead_letter(record, exc.code, exc.detail, pump)
             return
         if pump is None:  # done before a takeover (its session is closed)
-            part.ledger.add(record.offset, None, record.handle)
+            part.ledger.add(record.offset, None, ack)
             part.ledger.done(record.offset)
             self._telemetry.record_outcome("skipped")
             return
-        part.ledger.add(record.offset, pump.session, record.handle)
+        part.ledger.add(record.offset, pump.session, ack)
+        touched[session_id] = pump
+        self._feed(pump, record, headers, stamp, part)
+
+    def _feed(
+        self,
+        pump: SessionPump,
+        record: Record,
+        headers: RecordHeaders,
+        stamp: float | None,
+        part: _Partition,
+    ) -> None:
         before = pump.session.audio_seconds
         try:
             taken = pump.feed(record.offset, headers, record.value or b"", record, stamp)
@@ -263,7 +308,7 @@ class Registry:
             self._failed[session_id] = time.monotonic()
             raise InputError("session_failed", "the session has failed")
 
-    def _contain(self, record: Record, part: _Partition, exc: Exception) -> None:
+    def _contain(self, record: Record, part: _Partition, exc: Exception, ack: object) -> None:
         log.error(
             "record %s[%d]@%d: unexpected %s",
             record.topic,
@@ -278,7 +323,7 @@ class Registry:
         if pump is not None and not pump.session.finished:
             pump.fail("internal_error", f"{type(exc).__name__} while handling a record")
         if record.offset not in part.ledger:
-            part.ledger.add(record.offset, None, record.handle)
+            part.ledger.add(record.offset, None, ack)
         self._dead_letter(record, "internal_error", f"{type(exc).__name__}: {exc}"[:300], None)
 
     # ------------------------------------------------------------------ dead letters
@@ -360,7 +405,8 @@ class Registry:
 
     async def _ack_ready(self, part: _Partition) -> None:
         for handle in part.ledger.ready():
-            await self._ack(handle)
+            if handle is not None:  # a run's records share their last one's event
+                await self._ack(handle)
 
     # ------------------------------------------------------------------ housekeeping
 
@@ -379,7 +425,13 @@ class Registry:
             if owner is not None and not session.finished:
                 pump.tick(owner.clock.quiet_s(session.last_input, session.last_stamp, now))
         self._telemetry.observe_sessions(p.session for p in self._pumps.values())
-        await self.checkpointer.expire(self._offsets.committed, self._orphan_quiet, self._is_live)
+        if self._expiring is None or self._expiring.done():  # never two at once
+            self._expiring = self._spawn(
+                self.checkpointer.expire(
+                    self._offsets.committed, self._orphan_quiet, self._is_live
+                ),
+                "expire checkpoints",
+            )
         for part in self._parts.values():
             await self._ack_ready(part)
 
@@ -478,10 +530,11 @@ class Registry:
 
     # ------------------------------------------------------------------ tasks
 
-    def _spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> None:
+    def _spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
         task = asyncio.get_running_loop().create_task(coro, name=name)
         self._tasks.add(task)
         task.add_done_callback(self._task_done)
+        return task
 
     def _task_done(self, task: asyncio.Task[Any]) -> None:
         self._tasks.discard(task)
@@ -491,6 +544,25 @@ class Registry:
 
 def _quiet(pump: SessionPump) -> Callable[[], bool]:
     return lambda: pump.session.quiesced and pump.outputs_idle
+
+
+_NO_HEADERS = RecordHeaders()
+_PARSED: dict[tuple[tuple[str, bytes], ...], RecordHeaders] = {}
+
+
+def _parse(raw: Sequence[tuple[str, bytes]]) -> RecordHeaders:
+    """A record's headers, parsed once per distinct set (most audio records
+    carry none; a session's first carries the same few as its peers)."""
+    if not raw:
+        return _NO_HEADERS
+    key = tuple(raw)
+    parsed = _PARSED.get(key)
+    if parsed is None:
+        parsed = parse_headers(decode_headers(raw))  # BadHeader: not cached
+        if len(_PARSED) >= 4096:
+            _PARSED.clear()
+        _PARSED[key] = parsed
+    return parsed
 
 
 def _session_id(key: bytes | None) -> str:

@@ -61,6 +61,18 @@ class Settings(BaseModel):
     web_port: int = Field(6066, ge=0, le=65535, description="health/metrics HTTP port")
     datadir: str = Field(".cache/faust", description="Faust data folder (tables, state)")
     max_record_bytes: int = Field(1_048_576, ge=1024, description="larger records go to the DLQ")
+    fetch_max_wait_ms: int = Field(
+        5,
+        ge=0,
+        le=1000,
+        description="longest a fetch waits for fetch_min_bytes (adds at most this latency)",
+    )
+    fetch_min_bytes: int = Field(
+        1, ge=1, description="bytes a fetch waits for (up to fetch_max_wait_ms)"
+    )
+    producer_linger_ms: int = Field(
+        5, ge=0, le=1000, description="how long output records gather into one request"
+    )
     producer_max_request_bytes: int = Field(
         DLQ_RECORD_BYTES,
         ge=65536,

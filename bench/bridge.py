@@ -8,7 +8,9 @@ transcript the upstream sends is produced as is to the output topic, keyed
 by session. An ``end`` record sends a flush and closes after its
 confirmation. No Faust, no transcoding, no coverage, no replay: nothing a
 dropped connection or a crash would not lose. It is here to measure what the
-worker's guarantees cost.
+worker's guarantees cost, so it runs with the worker's defaults wherever a
+hand-written bridge has the same choice: fetch wait and minimum bytes,
+producer linger, WebSocket options, the uvloop event loop.
 """
 
 from __future__ import annotations
@@ -22,6 +24,10 @@ from urllib.parse import urlencode
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from websockets.asyncio.client import ClientConnection, connect
 
+from workers.commands import install_event_loop
+from workers.settings import Settings
+
+DEFAULTS = Settings()  # the worker's defaults
 _QUERY_HEADERS = {
     "stt-encoding": "encoding",
     "stt-sample-rate": "sample_rate",
@@ -78,9 +84,12 @@ class Bridge:
             auto_offset_reset="earliest",
             enable_auto_commit=True,
             max_partition_fetch_bytes=8 << 20,
-            fetch_max_wait_ms=5,
+            fetch_max_wait_ms=DEFAULTS.fetch_max_wait_ms,
+            fetch_min_bytes=DEFAULTS.fetch_min_bytes,
         )
-        self.producer = AIOKafkaProducer(bootstrap_servers=args.bootstrap, linger_ms=0)
+        self.producer = AIOKafkaProducer(
+            bootstrap_servers=args.bootstrap, linger_ms=DEFAULTS.producer_linger_ms
+        )
 
     async def run(self) -> None:
         await self.producer.start()
@@ -122,6 +131,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--url", required=True)
     parser.add_argument("--api-key", default="bench")
     args = parser.parse_args(argv)
+    install_event_loop(DEFAULTS.event_loop)
     asyncio.run(_serve(args))
     return 0
 

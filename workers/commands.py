@@ -6,6 +6,7 @@ Top-level imports stay light; Faust is imported only when a command runs.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 import os
 import sys
@@ -52,6 +53,21 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     return {name: getattr(args, name) for name in names}
 
 
+def install_event_loop(name: str) -> str:
+    """Make ``name`` the event loop of this process (and of the threads Faust
+    starts); returns the one installed: uvloop when asked for and importable
+    (10-60 % off every socket and task operation), else asyncio's own."""
+    if name == "uvloop":
+        try:
+            import uvloop
+        except ImportError:
+            return "asyncio (uvloop is not installed)"
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+        return "uvloop"
+    asyncio.set_event_loop_policy(asyncio.DefaultEventLoopPolicy())
+    return "asyncio"
+
+
 def run_worker(args: argparse.Namespace) -> int:
     """Run the worker until SIGTERM/SIGINT (drains, then exits)."""
     from workers.settings import Settings
@@ -62,9 +78,10 @@ def run_worker(args: argparse.Namespace) -> int:
 
         overrides["bootstrap_servers"] = resolve_settings().bootstrap_servers
     settings = Settings.from_env(**overrides)
+    loop = install_event_loop(settings.event_loop)
     print(
         f"reson8-kafka worker: Kafka {settings.bootstrap_servers}, upstream "
-        f"{settings.api_url}, group {settings.app_id}",
+        f"{settings.api_url}, group {settings.app_id}, {loop} event loop",
         file=sys.stderr,
     )
     import faust

@@ -86,6 +86,7 @@ class SessionPump:
         self._publishing = False
         self._stopped = False
         self.finished = False  # the owner was told (on_finished)
+        self.audio_counted = 0.0  # audio seconds the owner has counted (metrics)
 
     # ------------------------------------------------------------------ inputs
 

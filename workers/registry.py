@@ -247,7 +247,6 @@ class Registry:
         stamp: float | None,
         part: _Partition,
     ) -> None:
-        before = pump.session.audio_seconds
         try:
             taken = pump.feed(record.offset, headers, record.value or b"", record, stamp)
         except InputError as exc:
@@ -258,7 +257,6 @@ class Registry:
             self._telemetry.record_outcome("skipped")
             return
         self._telemetry.record_outcome("processed")
-        self._telemetry.count("audio_in", max(0.0, pump.session.audio_seconds - before))
 
     def _check_size(self, record: Record) -> None:
         size = len(record.value or b"")
@@ -425,6 +423,7 @@ class Registry:
             if owner is not None and not session.finished:
                 pump.tick(owner.clock.quiet_s(session.last_input, session.last_stamp, now))
         self._telemetry.observe_sessions(p.session for p in self._pumps.values())
+        self._count_audio()
         if self._expiring is None or self._expiring.done():  # never two at once
             self._expiring = self._spawn(
                 self.checkpointer.expire(
@@ -434,6 +433,15 @@ class Registry:
             )
         for part in self._parts.values():
             await self._ack_ready(part)
+
+    def _count_audio(self) -> None:
+        """Audio received since the last tick (counted here, not per record)."""
+        total = 0.0
+        for pump in self._pumps.values():
+            seconds = pump.session.audio_seconds
+            total += max(0.0, seconds - pump.audio_counted)
+            pump.audio_counted = seconds
+        self._telemetry.count("audio_in", total)
 
     def _orphan_quiet(self, saved: Checkpoint) -> float | None:
         part = self._parts.get(saved.partition)

@@ -146,6 +146,9 @@ class Settings(BaseModel):
     otlp_endpoint: str | None = Field(None, description="OTLP/HTTP base URL")
     service_name: str = Field("reson8-kafka-worker", description="OTel service.name")
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="log level")
+    event_loop: Literal["uvloop", "asyncio"] = Field(
+        "uvloop", description="event loop (asyncio's own when uvloop is not installed)"
+    )
 
     @field_validator("api_url")
     @classmethod

@@ -42,7 +42,7 @@ from schemas.wire import (
     WireWord,
 )
 from workers.frames import FrameAligner
-from workers.vad import SilenceTracker
+from workers.vad import trailing_silence_ms
 
 Event = TranscriptEvent | TurnEvent | SessionEvent
 MAX_FRAME_BYTES = 64 * 1024  # one WebSocket message at most; replay is cut into these
@@ -112,7 +112,7 @@ class ChannelStream:
         self.durable_finals = self.stats.finals
         self._audio = bytearray()  # frames [covered, frames_in)
         self._aligner = FrameAligner(self.frame_bytes)
-        self._silence = SilenceTracker(self.rate, self.params.encoding, self.params.channels)
+        self._silence_at = (-1, 0)  # (frames_in, trailing silence ms) last measured
         self._conn_base: int | None = None
         self._connected_here = False
         self._sent = self.covered
@@ -148,8 +148,14 @@ class ChannelStream:
 
     @property
     def trailing_silence_ms(self) -> int:
-        """How much silence ends the audio pushed so far (local VAD)."""
-        return self._silence.trailing_ms
+        """How much silence ends the audio held (local VAD, measured when asked
+        and remembered until more audio comes)."""
+        at, silent = self._silence_at
+        if at != self.frames_in:
+            params = self.params
+            silent = trailing_silence_ms(self._audio, self.rate, params.encoding, params.channels)
+            self._silence_at = (self.frames_in, silent)
+        return silent
 
     def flushable_at_silence(self, min_silence_ms: int) -> bool:
         """True when a flush now would cut no word (the tail is silent), leave
@@ -174,7 +180,6 @@ class ChannelStream:
     def push(self, audio: bytes) -> int:
         """Append audio in the upstream encoding; returns the new ``frames_in``."""
         whole = self._aligner.take(audio)
-        self._silence.feed(whole)
         skip = min(len(whole) // self.frame_bytes, max(0, self.covered - self.frames_in))
         if skip:  # resumed: this audio was covered before the takeover
             self.frames_in += skip

@@ -130,6 +130,7 @@ class WorkerApp:
         self.app.transport_options = TransportOptions(
             fetch_max_wait_ms=settings.fetch_max_wait_ms,
             fetch_min_bytes=settings.fetch_min_bytes,
+            linger_ms=settings.consumer_linger_ms,
             run_topics=frozenset({source}),
         )
         # Each event is a run of consecutive records of one partition

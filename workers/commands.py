@@ -90,6 +90,10 @@ def run_worker(args: argparse.Namespace) -> int:
 
     app = create_app(settings)
     logging.getLogger("workers").setLevel(settings.log_level.upper())
+    if settings.log_level == "debug":  # the upstream client's own wire log too (redacted)
+        from workers.upstream import WIRE_DEBUG
+
+        logging.getLogger("reson8.upstream.wire").setLevel(WIRE_DEBUG)
     worker = faust.Worker(app, loglevel=settings.log_level, quiet=True)
     # faust's terminal spinner sets the root logger to DEBUG (Worker.
     # _setup_spinner_handler), so every debug call in aiokafka, websockets and

@@ -3,7 +3,8 @@
 :class:`SessionPump` feeds the session what happens (records, upstream
 messages, connections opened and lost, the decoder being ready, the time) and
 after every input *services* what the session asks for: it starts one task
-per upstream link, wakes their senders, closes the links the session gives
+per upstream link, sends what each link owes (one frame per session per run
+of records: sends are plain writes), closes the links the session gives
 up (a stalled one is replaced and its audio replayed), publishes the
 session's outputs in order, and reports dead letters, checkpoint-worthy
 progress and the end to its owner (:class:`PumpOwner`).
@@ -76,7 +77,6 @@ class SessionPump:
         self._loop = asyncio.get_running_loop()
         self._links: dict[LinkKey, asyncio.Task[None]] = {}
         self._conns: dict[LinkKey, UpstreamConnection] = {}
-        self._wake: dict[LinkKey, asyncio.Event] = {}
         self._stalled: set[LinkKey] = set()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._outputs = asyncio.Event()
@@ -155,13 +155,13 @@ class SessionPump:
             self._outputs.set()
 
     def _service_links(self) -> None:
-        """Start new links, wake the senders; after the end, stop links that
+        """Start new links, send what the open ones owe; after the end, stop links that
         are not connected (backing off: nothing is left to send)."""
         for key in self.session.link_keys():
             if key not in self._links:
                 self._links[key] = self._spawn(self._run_link(key), f"link {key}")
-        for key in self._conns:
-            self._wake[key].set()
+        for key in list(self._conns):
+            self._send(key)
         if self.session.finished:
             for key, task in self._links.items():
                 if key not in self._conns:
@@ -202,8 +202,7 @@ class SessionPump:
     async def _serve(self, key: LinkKey, conn: UpstreamConnection) -> None:
         session = self.session
         self._conns[key] = conn
-        self._wake[key] = asyncio.Event()
-        sender = self._spawn(self._send_loop(key, conn), f"send {key}")
+        conn.on_writable = lambda: self._send(key)
         try:
             session.on_connected(key, time.monotonic())
             self.service()
@@ -214,10 +213,8 @@ class SessionPump:
             error = self._stall_error(key) or exc
             session.on_closed(key, error, time.monotonic())
         finally:
-            sender.cancel()
             conn.abort()
             self._conns.pop(key, None)
-            self._wake.pop(key, None)
         self.service()
 
     def _stall_error(self, key: LinkKey) -> UpstreamError | None:
@@ -228,17 +225,18 @@ class SessionPump:
             "upstream owed an answer and sent nothing", session_id=self.session.session_id
         )
 
-    async def _send_loop(self, key: LinkKey, conn: UpstreamConnection) -> None:
-        wake = self._wake[key]
+    def _send(self, key: LinkKey) -> None:
+        """Write what ``key``'s connection owes; while its socket buffer is full,
+        the audio stays in the stream until the connection is writable again."""
+        conn = self._conns.get(key)
+        if conn is None or not conn.writable or self._stopped:
+            return
         try:
-            while True:
-                wake.clear()
-                for item in self.session.outgoing(key, time.monotonic()):
-                    if isinstance(item, FlushRequest):
-                        await conn.send_flush(item)
-                    else:
-                        await conn.send_audio(item)
-                await wake.wait()
+            for item in self.session.outgoing(key, time.monotonic()):
+                if isinstance(item, FlushRequest):
+                    conn.send_flush(item)
+                else:
+                    conn.send_audio(item)
         except UpstreamError:
             conn.abort()  # the receiver sees the loss and reports it
 

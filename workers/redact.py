@@ -80,7 +80,8 @@ def install(secrets: Iterable[str] = ()) -> None:
 
 
 class RedactingAdapter(logging.LoggerAdapter):  # type: ignore[type-arg]
-    """A logger adapter whose messages are redacted before they are logged."""
+    """A logger adapter whose messages are redacted before they are logged
+    (records below DEBUG, a library's wire-level log, are logged at DEBUG)."""
 
     def process(self, msg: Any, kwargs: MutableMapping[str, Any]) -> tuple[Any, Any]:
         return msg, kwargs
@@ -99,4 +100,4 @@ class RedactingAdapter(logging.LoggerAdapter):  # type: ignore[type-arg]
             elif isinstance(exc_info, BaseException):
                 exc_info = (type(exc_info), exc_info, exc_info.__traceback__)
             text += "\n" + "".join(traceback.format_exception(*exc_info)).rstrip()
-        self.logger.log(level, "%s", redact(text), **kwargs)
+        self.logger.log(max(level, logging.DEBUG), "%s", redact(text), **kwargs)

@@ -142,6 +142,7 @@ class Registry:
             self._saved,
             upstream_rate=settings.upstream_rate,
             idle_timeout_s=settings.idle_timeout_s,
+            interval_s=settings.checkpoint_interval_s,
         )
         self._pumps: dict[str, SessionPump] = {}
         self._parts: dict[int, _Partition] = {}
@@ -203,6 +204,9 @@ class Registry:
             except Exception as exc:  # a bug must cost one session, not the agent
                 self._contain(record, part, exc, ack)
         self._serve(touched)
+        newest = records[-1].timestamp_ms
+        if newest is not None:
+            self._telemetry.input_delay.record(max(0.0, time.time() - newest / 1000))
         await self._ack_ready(part)
 
     @staticmethod

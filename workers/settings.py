@@ -70,6 +70,13 @@ class Settings(BaseModel):
     fetch_min_bytes: int = Field(
         1, ge=1, description="bytes a fetch waits for (up to fetch_max_wait_ms)"
     )
+    consumer_linger_ms: int = Field(
+        5,
+        ge=0,
+        le=1000,
+        description="after a fetch that brought records, let the next gather this long "
+        "(fewer, larger runs under load; no delay when idle)",
+    )
     producer_linger_ms: int = Field(
         5, ge=0, le=1000, description="how long output records gather into one request"
     )
@@ -118,8 +125,9 @@ class Settings(BaseModel):
     )
     checkpoint_interval_s: float = Field(
         1.0,
-        gt=0,
-        description="checkpoint quiet sessions this often (upstream progress checkpoints at once)",
+        ge=0,
+        description="gather the checkpoints of sessions that progressed this long, then write "
+        "them together (a takeover may re-emit the finals of that window, same event ids)",
     )
     connect_timeout_s: float = Field(10.0, gt=0, description="upstream handshake timeout")
     ping_interval_s: float = Field(20.0, gt=0, description="client ping interval (s)")

@@ -32,9 +32,12 @@ reson8_rebalance_duration_seconds         histogram
 reson8_sessions_resumed_total             counter
 reson8_sessions_failed_total              counter    code
 reson8_event_loop_lag_seconds             histogram
+reson8_input_delay_seconds                histogram
 reson8_worker_ready                       gauge
 ========================================  =========  ============================
 
+``reson8_input_delay_seconds`` is how late the worker handles its input: the
+newest record of each run, from its timestamp to the moment it is routed.
 Counters on the per-record path are plain integers read by observable
 instruments at collection time, so the hot path pays no SDK call.
 """
@@ -72,6 +75,7 @@ _BUCKETS = {
     "reson8.checkpoint.write": (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1),
     "reson8.rebalance.duration": (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
     "reson8.event_loop.lag": (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5),
+    "reson8.input.delay": (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
 }
 
 
@@ -146,6 +150,9 @@ class Telemetry:
         self.resumed = meter.create_counter("reson8.sessions.resumed")
         self.failed = meter.create_counter("reson8.sessions.failed")
         self.loop_lag = meter.create_histogram("reson8.event_loop.lag", unit="s")
+        self.input_delay = meter.create_histogram(
+            "reson8.input.delay", unit="s", description="record written -> handled (per run)"
+        )
         gauge("reson8.worker.ready", [lambda o: [Observation(self._ready)]])
 
     # ------------------------------------------------------------------ recording

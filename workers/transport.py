@@ -52,6 +52,7 @@ class TransportOptions:
 
     fetch_max_wait_ms: int = 5
     fetch_min_bytes: int = 1
+    linger_ms: int = 0  # after a fetch that brought records, let more gather this long
     run_topics: frozenset[str] = field(default_factory=frozenset)
 
 
@@ -108,7 +109,8 @@ class Consumer(driver.Consumer):
 
     async def _drain_messages(self, fetcher: Any) -> None:  # pragma: no cover - Faust's loop
         """Faust's fetch loop (``Consumer._drain_messages``), one callback per run."""
-        run_topics = _options(self.app).run_topics
+        options = _options(self.app)
+        run_topics, linger_s = options.run_topics, options.linger_ms / 1000
         stopping = self._stopped.is_set
         fetcher_stopping = fetcher._stopped.is_set
         try:
@@ -121,6 +123,8 @@ class Consumer(driver.Consumer):
                     await self.perform_seek()  # as Faust's getmany: back to committed
                     continue
                 await self._deliver(records, active, run_topics)
+                if linger_s:
+                    await asyncio.sleep(linger_s)  # busy: let the next run grow
         except self.consumer_stopped_errors:
             if self.transport.app.should_stop:
                 return

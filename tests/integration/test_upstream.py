@@ -8,7 +8,6 @@ the stream task silently), and the API key is never logged, even at DEBUG.
 from __future__ import annotations
 
 import json
-import logging
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -24,7 +23,7 @@ from workers.errors import (
     UpstreamProtocolError,
     UpstreamRefused,
 )
-from workers.upstream import ConnectOptions, open_connection
+from workers.upstream import WIRE_DEBUG, ConnectOptions, open_connection
 
 KEY = "sk-test-0123456789abcdef"
 PARAMS = StreamParams(encoding="pcm_s16le", sample_rate=16000, include_timestamps=True)
@@ -72,7 +71,7 @@ def options(url: str, **kw: Any) -> ConnectOptions:
 async def test_a_normal_connection_sends_and_receives(server: tuple[Hostile, str]) -> None:
     hostile, url = server
     conn = await open_connection(options(url), PARAMS, "s")
-    await conn.send_audio(b"\x00" * 320)
+    conn.send_audio(b"\x00" * 320)
     messages = conn.messages()
     message = await anext(messages)
     assert isinstance(message, Transcript)
@@ -195,16 +194,16 @@ async def test_a_server_that_closes_at_once_is_a_lost_connection(
             pass
     assert caught.value.close_code == 1011
     with pytest.raises(UpstreamClosed):
-        await conn.send_audio(b"\x00" * 32)
+        conn.send_audio(b"\x00" * 32)
 
 
-async def test_the_key_never_reaches_the_websockets_debug_log(
+async def test_the_key_never_reaches_the_wire_debug_log(
     server: tuple[Hostile, str], caplog: pytest.LogCaptureFixture
 ) -> None:
     _, url = server
-    with caplog.at_level(logging.DEBUG):
+    with caplog.at_level(WIRE_DEBUG, logger="reson8.upstream.wire"):
         conn = await open_connection(options(url), PARAMS, "s")
         await conn.close()
-    lines = [r.getMessage() for r in caplog.records if r.name.startswith("websockets.client")]
+    lines = [r.getMessage() for r in caplog.records if r.name == "reson8.upstream.wire"]
     assert any("Authorization" in line for line in lines)  # the header is logged...
     assert not any(KEY in line for line in lines)  # ...without its value

@@ -81,10 +81,13 @@ class FakeConnection:
         elif mode == "malformed":
             self.inbox.put_nowait(UpstreamProtocolError("malformed upstream frame: not JSON"))
 
-    async def send_audio(self, chunk: bytes) -> None:
+    writable = True
+    on_writable: Any = None
+
+    def send_audio(self, chunk: bytes) -> None:
         self._take(chunk)
 
-    async def send_flush(self, request: FlushRequest) -> None:
+    def send_flush(self, request: FlushRequest) -> None:
         self._take(request)
 
     def _take(self, item: bytes | FlushRequest) -> None:

@@ -110,6 +110,7 @@ def exercise_everything(t: Telemetry) -> None:
     t.set_lag("stt.audio:0", 5)
     t.upstream_latency.record(0.3)
     t.loop_lag.record(0.002)
+    t.input_delay.record(0.004)
     t.audio_transcribed.add(1.0)
     t.session_started("turns", resumed=False)
 

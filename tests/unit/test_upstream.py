@@ -5,15 +5,14 @@ tests/integration/test_upstream.py drives it against a hostile server.
 
 from __future__ import annotations
 
-from websockets.datastructures import Headers
-from websockets.exceptions import ConnectionClosed, InvalidStatus
-from websockets.frames import Close
-from websockets.http11 import Response
+from multidict import CIMultiDict
+from picows import WSInvalidStatusError, WSUpgradeResponse
 
 from schemas.wire import StreamParams
 from workers.upstream import (
     ConnectOptions,
     UpstreamConnection,
+    _Listener,
     _refused,
     connection_url,
     integration_header,
@@ -37,20 +36,37 @@ def test_the_integration_header_names_the_product_and_its_version() -> None:
     assert version
 
 
+def refusal(status: int, headers: dict[str, str], body: bytes) -> WSInvalidStatusError:
+    response = WSUpgradeResponse()
+    response.status = status
+    response.headers = CIMultiDict(headers)
+    return WSInvalidStatusError("refused", b"", body, response)
+
+
 def test_a_refusal_with_an_empty_body_takes_its_code_from_the_status() -> None:
-    response = Response(402, "Payment Required", Headers({"X-Error-Message": "no credit"}), b"")
-    refused = _refused(InvalidStatus(response), "s")
+    refused = _refused(refusal(402, {"X-Error-Message": "no credit"}, b""), "s")
     assert (refused.status, refused.code, refused.retriable) == (402, "PAYMENT_REQUIRED", False)
     assert refused.detail == "no credit"
 
 
+def test_a_refusal_with_a_json_body_takes_its_code() -> None:
+    refused = _refused(refusal(401, {}, b'{"code": "unauthorized"}'), "s")
+    assert (refused.status, refused.code) == (401, "UNAUTHORIZED")
+
+
+class _Transport:
+    is_disconnected = True
+
+
 def test_a_lost_connection_names_its_close_code() -> None:
-    conn = UpstreamConnection(None, "s")  # type: ignore[arg-type]
-    error = conn._closed(ConnectionClosed(None, Close(1011, "keepalive ping timeout")))
-    assert (error.close_code, error.retriable) == (1011, True)
-    assert "ping timeout" in str(error)  # we closed: no pong came
-    server = conn._closed(ConnectionClosed(Close(1011, "internal error"), None))
-    assert "closed the connection" in str(server)
-    dropped = conn._closed(ConnectionClosed(None, None))
+    listener = _Listener(1024)
+    conn = UpstreamConnection(_Transport(), listener, "s")  # type: ignore[arg-type]
+    dropped = conn._lost()
     assert dropped.close_code is None
     assert "dropped" in str(dropped)
+    listener.close_code = 1011
+    closed = conn._lost()
+    assert (closed.close_code, closed.retriable) == (1011, True)
+    assert "closed the connection" in str(closed)
+    listener.close_code = 1009
+    assert "frame too large" in str(conn._lost())

@@ -157,9 +157,10 @@ class SessionPump:
     def _service_links(self) -> None:
         """Start new links, send what the open ones owe; after the end, stop links that
         are not connected (backing off: nothing is left to send)."""
-        for key in self.session.link_keys():
-            if key not in self._links:
-                self._links[key] = self._spawn(self._run_link(key), f"link {key}")
+        if len(self._links) < self.session.links_created:  # else every link was started
+            for key in self.session.link_keys():
+                if key not in self._links:
+                    self._links[key] = self._spawn(self._run_link(key), f"link {key}")
         for key in list(self._conns):
             self._send(key)
         if self.session.finished:

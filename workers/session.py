@@ -130,6 +130,7 @@ class Session:
         self.ack_before = -1  # records below may be acked (moved by on_checkpointed)
         self.checkpointed: Checkpoint | None = resume
         self.dirty = False  # progress since the last checkpoint
+        self.links_created = 0  # links of every epoch so far (the pump starts each once)
         self._sent_at: dict[LinkKey, deque[tuple[int, float]]] = {}
         self._latencies: list[float] = []
         if resume is not None:
@@ -163,8 +164,13 @@ class Session:
         self._sync_links(self._epochs[-1])
 
     def _sync_links(self, epoch: _Epoch) -> None:
+        links = epoch.links
+        if len(links) == len(epoch.source.streams):
+            return
         for index in range(len(epoch.source.streams)):
-            epoch.links.setdefault(index, Link(self.policy.retry))
+            if index not in links:
+                links[index] = Link(self.policy.retry)
+                self.links_created += 1
 
     def _retire(self, new_config: SessionConfig) -> None:
         """Configuration headers changed: finish the current epoch's input and
@@ -255,7 +261,9 @@ class Session:
 
     def take_rejected(self) -> list[Rejected]:
         """Records to dead-letter (undecodable audio and what followed it)."""
-        out, self._rejected = self._rejected, []
+        out = self._rejected
+        if out:
+            self._rejected = []
         return out
 
     # ------------------------------------------------------------------ ending
@@ -434,13 +442,17 @@ class Session:
 
     def take_latencies(self) -> list[float]:
         """Upstream latencies (seconds) measured since the last call."""
-        out, self._latencies = self._latencies, []
+        out = self._latencies
+        if out:
+            self._latencies = []
         return out
 
     def take_closes(self) -> list[tuple[LinkKey, str]]:
         """Links to close now, with why (``stall``: reconnect and replay;
         anything else: a clean close, the link is over)."""
-        out, self._closes = self._closes, []
+        out = self._closes
+        if out:
+            self._closes = []
         return out
 
     # ------------------------------------------------------------------ output

@@ -68,10 +68,12 @@ class Settings(BaseModel):
         description="longest a fetch waits for fetch_min_bytes (adds at most this latency)",
     )
     fetch_min_bytes: int = Field(
-        1, ge=1, description="bytes a fetch waits for (up to fetch_max_wait_ms)"
+        32768,
+        ge=1,
+        description="bytes a fetch waits for (up to fetch_max_wait_ms): fewer, larger fetches",
     )
     consumer_linger_ms: int = Field(
-        5,
+        3,
         ge=0,
         le=1000,
         description="after a fetch that brought records, let the next gather this long "

@@ -278,7 +278,12 @@ class Source:
         the input waits in the queue (its bytes, not their decoded audio) until
         finals cover some; call :meth:`process` again after progress."""
         limit = self._max_held
-        return limit is not None and any(s.uncovered_frames > limit for s in self.streams)
+        if limit is None:
+            return False
+        for stream in self.streams:  # a plain loop: this is asked per record
+            if stream.frames_in - stream.covered > limit:
+                return True
+        return False
 
     def process(self, budget_s: float = 0.02) -> None:
         """Work through the queue, waiting for the decoder at most ``budget_s``

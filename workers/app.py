@@ -170,6 +170,7 @@ class WorkerApp:
                 )
                 for r in run.records
             ]
+            run.release()  # acked later; the bytes now live in the sessions (or nowhere)
             await self.registry.handle_run(records, event)
 
     async def _observe_lag(self) -> None:

@@ -56,13 +56,21 @@ class TransportOptions:
     run_topics: frozenset[str] = field(default_factory=frozenset)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Run:
     """Consecutive records of one partition, oldest first (aiokafka
     ``ConsumerRecord``\\ s: ``offset``, ``key``, ``value``, ``headers``,
-    ``timestamp`` in ms)."""
+    ``timestamp`` in ms). Call :meth:`release` once they are handled: the
+    event stays referenced until it is acked, its records' bytes need not."""
 
     records: Sequence[Any]
+    count: int = 0
+
+    def __post_init__(self) -> None:
+        self.count = len(self.records)
+
+    def release(self) -> None:
+        self.records = ()
 
 
 class _RunCodec(codecs.Codec):
@@ -184,7 +192,7 @@ class Consumer(driver.Consumer):
             if following > self._run_acked.get(tp, -1):
                 self._run_acked[tp] = following
             self._acked[tp]  # Faust commits the partitions it holds acks for
-            self._n_acked += len(message.value.records)
+            self._n_acked += message.value.count
             notify(self._waiting_for_ack)
             return True
 

@@ -283,8 +283,7 @@ class _Pipe:
         if 0 < size < len(chunk):
             self._chunks.appendleft(chunk[size:])
             chunk = chunk[:size]
-        self.consumed += len(chunk)
-        self._cond.notify_all()
+        self.consumed += len(chunk)  # no wake-up: the caller waits for starved/paused/done
         return chunk
 
 

@@ -119,6 +119,7 @@ class WorkerApp:
         )
         source = settings.topic("stt.audio")
         self.offsets = _ConsumerOffsets(self.app, source)
+        self.telemetry.lag_source = self._lag
         self.registry = Registry(
             settings,
             self.publisher,
@@ -132,6 +133,7 @@ class WorkerApp:
             fetch_min_bytes=settings.fetch_min_bytes,
             linger_ms=settings.consumer_linger_ms,
             run_topics=frozenset({source}),
+            assignor=settings.partition_assignor,
         )
         # Each event is a run of consecutive records of one partition
         # (workers/transport.py); the agent hands it to the registry whole.
@@ -140,7 +142,6 @@ class WorkerApp:
         self._rebalance_started: float | None = None
         self.app.agent(self.audio, name="transcribe")(self._transcribe)
         self.app.timer(0.5)(self.registry.tick)
-        self.app.timer(5.0)(self._observe_lag)
         self.app.task(self.registry.checkpointer.run)
         self.app.task(self._watch_loop)
         self.app.task(self._check_dead_letter_limit)
@@ -173,13 +174,17 @@ class WorkerApp:
             run.release()  # acked later; the bytes now live in the sessions (or nowhere)
             await self.registry.handle_run(records, event)
 
-    async def _observe_lag(self) -> None:
+    def _lag(self) -> dict[str, int]:
+        """Records behind the committed offset, per assigned partition whose
+        end the consumer knows (``reson8_consumer_lag``, read at each scrape)."""
         consumer: Any = self.app.consumer
+        lag = {}
         for partition in self._partitions(consumer.assignment()):
             high = self.offsets.highwater(partition)
             if high is not None:
-                lag = max(0, high - (self.offsets.committed(partition) or 0))
-                self.telemetry.set_lag(f"{self.offsets.topic}:{partition}", lag)
+                behind = max(0, high - (self.offsets.committed(partition) or 0))
+                lag[f"{self.offsets.topic}:{partition}"] = behind
+        return lag
 
     async def _watch_loop(self) -> None:
         """Event-loop lag: how late a timer fires (anything blocking the loop shows)."""
@@ -222,22 +227,25 @@ class WorkerApp:
         return {tp.partition for tp in tps if tp.topic == source}
 
     async def _on_revoked(self, sender: Any, revoked: set[Any], **kwargs: Any) -> None:
+        """A rebalance began: the registry checkpoints and holds the sessions."""
         self._rebalance_started = time.monotonic()
-        partitions = self._partitions(revoked)
-        await self.registry.revoke(partitions, self.settings.revoke_timeout_s)
-        self.checkpoints.forget(partitions)
-        self.telemetry.forget_lag(f"{self.offsets.topic}:{p}" for p in partitions)
+        await self.registry.revoke(self._partitions(revoked), self.settings.revoke_timeout_s)
 
     async def _on_assigned(self, sender: Any, assigned: set[Any], **kwargs: Any) -> None:
-        """Load the checkpoints of the new partitions; their records wait for it."""
+        """Keep what came back, close what moved away, load the checkpoints of
+        the partitions that are new here; their records wait for it."""
         partitions = self._partitions(assigned)
-        self.registry.assigning(partitions)
+        kept, moved = await self.registry.reassigned(partitions)
+        self.checkpoints.forget(moved)
+        new = partitions - kept
+        self.registry.assigning(new)
         started = time.monotonic()
-        found = await self.checkpoints.load(partitions)
-        self.registry.assign(partitions)
+        found = await self.checkpoints.load(new)
+        self.registry.assign(new)
         log.info(
-            "partitions %s: %d checkpoints loaded in %.2f s",
+            "partitions %s: %d kept, %d checkpoints loaded in %.2f s",
             sorted(partitions),
+            len(kept),
             found,
             time.monotonic() - started,
         )
@@ -321,7 +329,7 @@ def _faust_app(settings: Settings, datadir: Path | None) -> _DrainingApp:
         consumer_auto_offset_reset="earliest",
         broker_commit_interval=1.0,
         broker_session_timeout=settings.session_timeout_s,
-        broker_heartbeat_interval=min(3.0, settings.session_timeout_s / 3),
+        broker_heartbeat_interval=settings.heartbeat_interval_s,
         producer_acks=-1,
         producer_max_request_size=settings.producer_max_request_bytes,
         producer_linger_ms=settings.producer_linger_ms,

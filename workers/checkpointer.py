@@ -96,6 +96,8 @@ class Checkpointer:
         self._wake = asyncio.Event()
         self._tombstones: dict[str, tuple[int, int]] = {}  # session -> (partition, end offset)
         self._last_scan = float("-inf")  # orphans are looked for now and then, not every tick
+        self._held: set[int] = set()  # revoked partitions, the new assignment not yet known
+        self._closing: dict[str, Session] = {}  # sessions that ended on a held partition
 
     # ------------------------------------------------------------------ live sessions
 
@@ -112,7 +114,8 @@ class Checkpointer:
             await self._wake.wait()
             await asyncio.sleep(self._interval_s)  # the gathering window, by design
             self._wake.clear()
-            dirty, self._dirty = list(self._dirty.values()), {}
+            dirty = [s for s in self._dirty.values() if s.partition not in self._held]
+            self._dirty = {k: s for k, s in self._dirty.items() if s.partition in self._held}
             await self.save_all(dirty)
 
     async def save_all(self, sessions: Iterable[Session]) -> None:
@@ -140,9 +143,15 @@ class Checkpointer:
 
     async def close(self, session: Session) -> None:
         """``session`` is over and its events published: write its closing
-        entry, then release all its records."""
+        entry, then release all its records (once its partition is known to
+        stay here, when it is held)."""
+        if session.partition in self._held:
+            self._closing[session.session_id] = session
+            return
         entry = session.closing_checkpoint()
+        started = time.monotonic()
         await self.store.put(entry)
+        self._telemetry.checkpoint_written(time.monotonic() - started)
         self._tombstones[session.session_id] = (session.partition, entry.offset)
         await self._on_saved(session, None)
 
@@ -221,8 +230,31 @@ class Checkpointer:
         await self.store.put(saved.model_copy(update={"state": "ended", "updated_at": time.time()}))
         self._tombstones[saved.session_id] = (saved.partition, saved.offset)
 
+    # ------------------------------------------------------------------ rebalances
+
+    def hold(self, partitions: set[int]) -> None:
+        """A rebalance revoked ``partitions`` (their checkpoints just written):
+        write nothing more for them until :meth:`release` (they stayed) or
+        :meth:`forget` (they moved). A write of the old owner landing after
+        the new owner's own would set the session back behind offsets that
+        the new owner may already have committed."""
+        self._held |= partitions
+
+    async def release(self, partitions: set[int]) -> None:
+        """Held partitions came back: write what waited."""
+        self._held -= partitions
+        ended = [s for s in self._closing.values() if s.partition in partitions]
+        for session in ended:
+            del self._closing[session.session_id]
+            await self.close(session)
+        if any(s.partition in partitions for s in self._dirty.values()):
+            self._wake.set()
+
     def forget(self, partitions: set[int]) -> None:
-        """Partitions were revoked: their entries are the next owner's."""
+        """Partitions moved to another worker: their entries are the next owner's."""
+        self._held -= partitions
         for session_id, (partition, _) in list(self._tombstones.items()):
             if partition in partitions:
                 del self._tombstones[session_id]
+        self._dirty = {k: s for k, s in self._dirty.items() if s.partition not in partitions}
+        self._closing = {k: s for k, s in self._closing.items() if s.partition not in partitions}

@@ -25,7 +25,7 @@ import time
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, Protocol
 
-from opentelemetry.trace import Span
+from opentelemetry.trace import Span, Status, StatusCode
 
 from schemas.envelope import RecordHeaders
 from schemas.wire import FlushRequest, StreamParams
@@ -33,6 +33,7 @@ from workers.errors import PublishError, UpstreamError, UpstreamStalled
 from workers.publisher import Publisher
 from workers.session import LinkKey, Output, Session
 from workers.source import Rejected
+from workers.telemetry import Telemetry
 from workers.upstream import UpstreamConnection
 
 log = logging.getLogger(__name__)
@@ -68,9 +69,12 @@ class SessionPump:
         publisher: Publisher,
         owner: PumpOwner,
         span: Span | None = None,
+        telemetry: Telemetry | None = None,
     ) -> None:
         self.session = session
         self.span = span
+        self._telemetry = telemetry
+        self._connections = 0
         self._connector = connector
         self._publisher = publisher
         self._owner = owner
@@ -204,6 +208,7 @@ class SessionPump:
         session = self.session
         self._conns[key] = conn
         conn.on_writable = lambda: self._send(key)
+        span = self._connection_span(key)
         try:
             session.on_connected(key, time.monotonic())
             self.service()
@@ -213,10 +218,34 @@ class SessionPump:
         except UpstreamError as exc:
             error = self._stall_error(key) or exc
             session.on_closed(key, error, time.monotonic())
+            if span is not None:  # the error's class and close code only: no upstream text
+                span.set_status(Status(StatusCode.ERROR, type(error).__name__))
+                if error.close_code is not None:
+                    span.set_attribute("stt.close_code", error.close_code)
         finally:
             conn.abort()
             self._conns.pop(key, None)
+            if span is not None:
+                span.end()
         self.service()
+
+    def _connection_span(self, key: LinkKey) -> Span | None:
+        """The span of one upstream connection, child of the session's."""
+        self._connections += 1
+        if self._telemetry is None:
+            return None
+        epoch, stream = key
+        return self._telemetry.child_span(
+            "stt.upstream",
+            self.span,
+            {
+                "stt.session_id": self.session.session_id,
+                "stt.endpoint": self.session.config.endpoint,
+                "stt.epoch": epoch,
+                "stt.stream": stream,
+                "stt.connection": self._connections,
+            },
+        )
 
     def _stall_error(self, key: LinkKey) -> UpstreamError | None:
         if key not in self._stalled:

@@ -71,6 +71,16 @@ class _Partition:
     ledger: OffsetLedger = field(default_factory=OffsetLedger)
     clock: PartitionClock = field(default_factory=PartitionClock)
     assigned_at: float = field(default_factory=time.monotonic)
+    fed: int = -1  # highest offset handled
+    held: bool = False  # revoked, the new assignment not known yet: no acks
+    replayed: int = -1  # came back: records up to here were handled before
+
+    def rejoin(self) -> None:
+        """The partition came back after a rebalance: Faust reads it again from
+        the committed offset, with acks of a new generation."""
+        self.ledger = OffsetLedger()
+        self.held = False
+        self.replayed = self.fed
 
 
 def policy_of(settings: Settings) -> SessionPolicy:
@@ -152,6 +162,7 @@ class Registry:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._expiring: asyncio.Task[Any] | None = None
         self._runs = 0
+        self._held: set[int] = set()  # revoked, not yet known whether they come back
         self._draining = False
 
     @property
@@ -199,8 +210,12 @@ class Registry:
                 await asyncio.sleep(0)
                 slice_start = now = time.monotonic()
             ack = handle if i == last else None
+            if record.offset <= part.replayed:
+                self._replayed(record, part, ack)
+                continue
             stamp = None if record.timestamp_ms is None else record.timestamp_ms / 1000
             part.clock.record(record.offset, stamp, now)
+            part.fed = record.offset
             try:
                 self._route(record, part, stamp, ack, touched)
             except Exception as exc:  # a bug must cost one session, not the agent
@@ -265,6 +280,18 @@ class Registry:
             return
         self._telemetry.record_outcome("processed")
 
+    def _replayed(self, record: Record, part: _Partition, ack: object) -> None:
+        """A record handled before a rebalance that gave its partition back,
+        read again from the committed offset: not fed twice; done once its
+        session's checkpoint passes it (at once if the session is over)."""
+        pump = self._pumps.get(record.key.decode("utf-8", "replace")) if record.key else None
+        session = pump.session if pump is not None else None
+        if session is not None and record.offset >= session.ack_before:
+            part.ledger.add(record.offset, session, ack)
+        else:
+            part.ledger.add(record.offset, None, ack)
+            part.ledger.done(record.offset)
+
     def _check_size(self, record: Record) -> None:
         size = len(record.value or b"")
         if size > self._settings.max_record_bytes:
@@ -296,7 +323,12 @@ class Registry:
             carrier["tracestate"] = headers.tracestate
         span = self._telemetry.session_span(session_id, carrier)
         pump = SessionPump(
-            session, connector=self._connector, publisher=self._publisher, owner=self, span=span
+            session,
+            connector=self._connector,
+            publisher=self._publisher,
+            owner=self,
+            span=span,
+            telemetry=self._telemetry,
         )
         self._pumps[session_id] = pump
         self._telemetry.session_started(session.config.endpoint, resumed=saved is not None)
@@ -409,6 +441,8 @@ class Registry:
         await self._ack_ready(part)
 
     async def _ack_ready(self, part: _Partition) -> None:
+        if part.held:
+            return  # revoked: these events belong to a generation Faust has forgotten
         for handle in part.ledger.ready():
             if handle is not None:  # a run's records share their last one's event
                 await self._ack(handle)
@@ -452,7 +486,7 @@ class Registry:
 
     def _orphan_quiet(self, saved: Checkpoint) -> float | None:
         part = self._parts.get(saved.partition)
-        if part is None or saved.partition in self._loading:
+        if part is None or part.held or saved.partition in self._loading:
             return None
         now = time.monotonic()
         return part.clock.quiet_s(part.assigned_at, saved.updated_at, now)
@@ -482,22 +516,53 @@ class Registry:
             if gate is not None:
                 gate.set()
 
-    async def revoke(self, partitions: set[int], timeout_s: float) -> bool:
-        """Partitions were taken away (rebalance): drain their sessions within
-        ``timeout_s`` (flush silent tails, wait for finals, emit, checkpoint)
-        and close them. The new owner resumes from the checkpoints; nothing is
-        acked here (Faust has already forgotten these partitions' acks)."""
+    async def revoke(self, partitions: set[int], timeout_s: float) -> None:
+        """Partitions were revoked: a rebalance began (Kafka's eager protocol
+        revokes everything, even what comes straight back). Their sessions are
+        *held*: each one's checkpoint is written now, within ``timeout_s``,
+        before another worker could read the partition, and the rebalance
+        goes on at once (no drain, no close). :meth:`reassigned` then keeps
+        the sessions whose partition came back, upstream connections and all,
+        and closes the others, whose new owner resumes from these checkpoints.
+        Nothing is acked meanwhile (Faust has forgotten these acks)."""
+        for partition in partitions:
+            part = self._parts.get(partition)
+            if part is not None:
+                part.held = True
+        self._held |= partitions
         pumps = [p for p in self._pumps.values() if p.session.partition in partitions]
-        settled = await self._quiesce(pumps, timeout_s)
+        try:
+            async with asyncio.timeout(timeout_s):
+                await self.checkpointer.save_all(p.session for p in pumps)
+        except TimeoutError:
+            log.warning("revoked %s: checkpoints not all written in time", sorted(partitions))
+        self.checkpointer.hold(partitions)
+        log.info("revoked %s: %d sessions held", sorted(partitions), len(pumps))
+
+    async def reassigned(self, assigned: set[int]) -> tuple[set[int], set[int]]:
+        """The new assignment is known: returns ``(kept, moved)`` of the held
+        partitions. Sessions of kept partitions carry on (their records, read
+        again from the committed offset, are not fed twice); sessions of
+        moved partitions are closed. Call before loading the checkpoints of
+        the partitions that are new here."""
+        kept, moved = self._held & assigned, self._held - assigned
+        self._held = set()
+        pumps = [p for p in self._pumps.values() if p.session.partition in moved]
         for pump in pumps:
             await self._close(pump)
-        for partition in partitions:
+        for partition in moved:
             self._parts.pop(partition, None)
-        self.checkpointer.forget(partitions)
+        self.checkpointer.forget(moved)
+        for partition in kept:
+            self._partition(partition).rejoin()
+        await self.checkpointer.release(kept)
         log.info(
-            "revoked %s: drained %d sessions (%d settled)", sorted(partitions), len(pumps), settled
+            "assignment: kept %s, moved away %s (%d sessions closed)",
+            sorted(kept),
+            sorted(moved),
+            len(pumps),
         )
-        return settled == len(pumps)
+        return kept, moved
 
     async def _quiesce(self, pumps: list[SessionPump], timeout_s: float) -> int:
         """Flush every session's silent streams, wait up to ``timeout_s`` for

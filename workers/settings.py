@@ -117,13 +117,28 @@ class Settings(BaseModel):
     revoke_timeout_s: float = Field(
         5.0,
         gt=0,
-        description="rebalance drain bound: how long revoked sessions may flush before closing",
+        description="rebalance: how long the checkpoints of revoked sessions may take to be "
+        "written before the rebalance goes on (the sessions are held, not drained)",
     )
     session_timeout_s: float = Field(
-        30.0,
+        10.0,
         ge=6,
         le=300,
-        description="Kafka consumer session timeout: how soon a dead worker's partitions move",
+        description="Kafka consumer session timeout: how soon a dead worker's partitions move "
+        "(with static membership: how long a restarting worker keeps them)",
+    )
+    heartbeat_interval_s: float = Field(
+        1.0,
+        gt=0,
+        le=100,
+        description="Kafka consumer heartbeat: how soon a member notices a rebalance (at most "
+        "a third of the session timeout)",
+    )
+    partition_assignor: Literal["sticky", "roundrobin"] = Field(
+        "sticky",
+        description="how the group assigns partitions: sticky moves only what balance needs "
+        "(calls that stay keep their connections); roundrobin is what earlier releases "
+        "used: every member of a group needs the same one (docs/operations.md, upgrades)",
     )
     checkpoint_interval_s: float = Field(
         1.0,
@@ -164,6 +179,12 @@ class Settings(BaseModel):
     @classmethod
     def _websocket_url(cls, value: str) -> str:
         return normalize_api_url(value)
+
+    @model_validator(mode="after")
+    def _heartbeat_within_session(self) -> Settings:
+        if self.heartbeat_interval_s * 3 > self.session_timeout_s:
+            raise ValueError("heartbeat_interval_s must be at most session_timeout_s / 3")
+        return self
 
     @model_validator(mode="after")
     def _producer_fits_records(self) -> Settings:

@@ -45,7 +45,7 @@ instruments at collection time, so the hot path pays no SDK call.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Literal, Protocol
 
 from opentelemetry import propagate, trace
@@ -124,7 +124,7 @@ class Telemetry:
         self.tracer = self._tracer_provider.get_tracer("reson8_kafka.worker")
         self._counts: Counter[tuple[str, ...]] = Counter()  # hot-path counters
         self._active: Counter[str] = Counter()  # live sessions by endpoint
-        self._lag: dict[str, int] = {}
+        self.lag_source: Callable[[], Mapping[str, int]] = dict  # partition -> records behind
         self._uncovered = 0.0
         self._ready = 0
         self._instruments(uncovered_bound_s)
@@ -190,14 +190,6 @@ class Telemetry:
         """Periodic: the largest uncovered audio any live session holds."""
         self._uncovered = max((s.uncovered_seconds for s in sessions), default=0.0)
 
-    def set_lag(self, partition: str, lag: int) -> None:
-        """Record the consumer lag of one partition (observed by the gauge)."""
-        self._lag[partition] = lag
-
-    def forget_lag(self, partitions: Iterable[str]) -> None:
-        for partition in partitions:
-            self._lag.pop(partition, None)
-
     def set_ready(self, ready: bool) -> None:
         self._ready = int(ready)
 
@@ -227,7 +219,9 @@ class Telemetry:
         return [Observation(n, {"endpoint": e}) for e, n in self._active.items()]
 
     def _observe_lag(self, options: CallbackOptions) -> Iterable[Observation]:
-        return [Observation(lag, {"partition": tp}) for tp, lag in self._lag.items()]
+        """Computed at each scrape, for the partitions assigned then: a moved
+        partition's series ends with its move."""
+        return [Observation(lag, {"partition": tp}) for tp, lag in self.lag_source().items()]
 
     def scrape(self) -> bytes:
         """The Prometheus text exposition of every metric (``/metrics``)."""

@@ -36,10 +36,13 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from aiokafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssignor
 from faust.serializers import codecs
 from faust.transport.drivers import aiokafka as driver
 from faust.types.tuples import ack_lock
 from mode.utils.futures import notify
+
+from workers.assignor import StickyAssignor
 
 __all__ = ["RUN_CODEC", "Run", "Transport", "TransportOptions"]
 
@@ -54,6 +57,7 @@ class TransportOptions:
     fetch_min_bytes: int = 1
     linger_ms: int = 0  # after a fetch that brought records, let more gather this long
     run_topics: frozenset[str] = field(default_factory=frozenset)
+    assignor: str = "sticky"  # or "roundrobin"
 
 
 @dataclass(slots=True)
@@ -92,7 +96,8 @@ def _options(app: Any) -> TransportOptions:
 
 
 class ConsumerThread(driver.AIOKafkaConsumerThread):
-    """Faust's consumer thread with the fetch settings of :class:`TransportOptions`."""
+    """Faust's consumer thread with the fetch settings of :class:`TransportOptions`
+    and the sticky assignor."""
 
     def _create_worker_consumer(self, transport: Any) -> Any:
         consumer = super()._create_worker_consumer(transport)
@@ -100,6 +105,18 @@ class ConsumerThread(driver.AIOKafkaConsumerThread):
         # Read by AIOKafkaConsumer.start() when it makes its Fetcher.
         consumer._fetch_max_wait_ms = options.fetch_max_wait_ms
         consumer._fetch_min_bytes = options.fetch_min_bytes
+        # Faust picks round robin (no tables here), which reshuffles most
+        # partitions at every membership change; the project's sticky
+        # assignor moves only what balance needs, so most sessions stay where
+        # they are (the registry keeps them across the rebalance). One
+        # assignor only: aiokafka sends one JoinGroup per assignor, each with
+        # a longer protocol list, and the broker takes every changed list for
+        # new metadata and rebalances again (seen looping for minutes with two
+        # members; aiokafka PR 1168).
+        if options.assignor == "sticky":
+            consumer._partition_assignment_strategy = (StickyAssignor(),)
+        else:
+            consumer._partition_assignment_strategy = (RoundRobinPartitionAssignor,)
         return consumer
 
 
@@ -107,10 +124,12 @@ class Consumer(driver.Consumer):
     """Faust's aiokafka consumer, delivering runs (see the module docstring)."""
 
     _run_acked: dict[Any, int]  # tp -> offset after the last acked run
+    _owned: set[Any]  # the partitions of the current assignment
 
     def __post_init__(self) -> None:
         super().__post_init__()
         self._run_acked = {}
+        self._owned = set()
 
     def _new_consumer_thread(self) -> ConsumerThread:
         return ConsumerThread(self, loop=self.loop, beacon=self.beacon)
@@ -188,6 +207,8 @@ class Consumer(driver.Consumer):
             message.acked = True
             tp = message.tp
             self._unacked_messages.discard(message)
+            if tp not in self._owned:  # an event of an earlier assignment: not ours to commit
+                return False
             following = message.offset + 1
             if following > self._run_acked.get(tp, -1):
                 self._run_acked[tp] = following
@@ -203,7 +224,12 @@ class Consumer(driver.Consumer):
     async def on_partitions_revoked(self, revoked: Any) -> None:
         for tp in revoked:
             self._run_acked.pop(tp, None)
+        self._owned -= set(revoked)
         await super().on_partitions_revoked(revoked)
+
+    async def on_partitions_assigned(self, assigned: Any, generation_id: int = 0) -> None:
+        self._owned = set(assigned)
+        await super().on_partitions_assigned(assigned, generation_id)
 
     async def _call(self, message: Any) -> None:
         callback: Callable[[Any], Awaitable[None]] = self.callback

@@ -9,6 +9,7 @@ with :class:`Outputs` until a condition holds (never a fixed sleep).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import socket
@@ -20,8 +21,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
+from prometheus_client.parser import text_string_to_metric_families
 
 from schemas.events import SessionEvent, TranscriptEvent, TurnEvent, parse_event
 from topology.admin import apply_topology
@@ -106,6 +109,16 @@ class WorkerProcess:
             await asyncio.sleep(0.2)
         raise AssertionError(f"worker not ready in {timeout_s}s; log: {self.log_tail()}")
 
+    async def metrics(self) -> Metrics:
+        """A scrape of ``/metrics``, the way Prometheus reads it."""
+        async with (
+            aiohttp.ClientSession() as http,
+            http.get(f"http://127.0.0.1:{self.web_port}/metrics") as response,
+        ):
+            assert response.status == 200, response.status
+            assert response.content_type == "text/plain"
+            return Metrics.parse(await response.text())
+
     def _check_alive(self) -> None:
         if self.proc is not None and self.proc.poll() is not None:
             raise AssertionError(f"worker exited {self.proc.returncode}: {self.log_tail()}")
@@ -133,6 +146,33 @@ class WorkerProcess:
             self.proc.wait()
         if self._log is not None:
             self._log.close()
+
+
+@dataclass
+class Metrics:
+    """Samples of one scrape: ``value(name, **labels)`` sums the matching series."""
+
+    samples: list[tuple[str, dict[str, str], float]]
+
+    @classmethod
+    def parse(cls, text: str) -> Metrics:
+        return cls(
+            [
+                (sample.name, dict(sample.labels), sample.value)
+                for family in text_string_to_metric_families(text)
+                for sample in family.samples
+            ]
+        )
+
+    def value(self, name: str, **labels: str) -> float:
+        return sum(
+            v
+            for n, have, v in self.samples
+            if n == name and all(have.get(k) == want for k, want in labels.items())
+        )
+
+    def has(self, name: str) -> bool:
+        return any(n == name for n, _, _ in self.samples)
 
 
 @dataclass(frozen=True)
@@ -283,11 +323,14 @@ class Received:
     topic: str
     event: Event
     headers: dict[str, bytes]
+    produced: float  # the worker's send time (the record's timestamp), wall clock
     at: float = field(default_factory=time.monotonic)  # when this test read it
 
 
 class Outputs:
-    """Reads the output topics from the beginning (no group, nothing committed)."""
+    """Reads the output topics from the beginning (no group, nothing committed),
+    in a background task that never pauses while the test waits for other
+    things; :meth:`until` waits on what it has read."""
 
     def __init__(self, stack: Stack, topics: Sequence[str] | None = None) -> None:
         names = topics or ("stt.transcripts", "stt.turns", "stt.sessions")
@@ -295,6 +338,8 @@ class Outputs:
         self._stack = stack
         self.received: list[Received] = []
         self._consumer: AIOKafkaConsumer | None = None
+        self._reader: asyncio.Task[None] | None = None
+        self._news = asyncio.Event()
 
     async def __aenter__(self) -> Outputs:
         self._consumer = AIOKafkaConsumer(
@@ -308,25 +353,37 @@ class Outputs:
         tps = [TopicPartition(topic, p) for topic in self._topics for p in parts]
         self._consumer.assign(tps)
         await self._consumer.seek_to_beginning(*tps)
+        self._reader = asyncio.create_task(self._read(self._consumer))
         return self
 
     async def __aexit__(self, *exc: object) -> None:
         assert self._consumer is not None
+        assert self._reader is not None
+        self._reader.cancel()
+        await asyncio.gather(self._reader, return_exceptions=True)
         await self._consumer.stop()
 
+    async def _read(self, consumer: AIOKafkaConsumer) -> None:
+        while True:
+            batches = await consumer.getmany(timeout_ms=500)
+            for records in batches.values():
+                self.received.extend(_received(record) for record in records)
+            self._news.set()
+
     async def until(self, done: Callable[[list[Received]], bool], timeout_s: float = 60.0) -> None:
-        """Read until ``done(received)`` holds; fail the test after ``timeout_s``."""
-        assert self._consumer is not None
+        """Wait until ``done(received)`` holds; fail the test after ``timeout_s``."""
+        assert self._reader is not None
         deadline = time.monotonic() + timeout_s
         while not done(self.received):
+            if self._reader.done():
+                self._reader.result()  # the reader's error, if any
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 summary = [(r.event.type, r.event.session_id) for r in self.received][-30:]
                 raise AssertionError(f"condition not met in {timeout_s}s; last events: {summary}")
-            batches = await self._consumer.getmany(timeout_ms=int(min(remaining, 0.5) * 1000))
-            for records in batches.values():
-                for record in records:
-                    self.received.append(_received(record))
+            self._news.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._news.wait(), min(remaining, 1.0))
 
     def events(self, kind: str | None = None, session: str | None = None) -> list[Event]:
         return [
@@ -345,6 +402,16 @@ class Outputs:
                 seen[event.event_id] = (event.text, event.start_ms or 0, event.duration_ms or 0)
         return sorted(seen.values(), key=lambda f: f[1])
 
+    def final_times(self, session: str) -> list[float]:
+        """When the worker sent each of ``session``'s finals (record timestamps)."""
+        return sorted(
+            r.produced
+            for r in self.received
+            if r.event.session_id == session
+            and isinstance(r.event, TranscriptEvent)
+            and r.event.is_final
+        )
+
     def ended(self, sessions: Iterable[str]) -> Callable[[list[Received]], bool]:
         wanted = set(sessions)
 
@@ -360,7 +427,8 @@ class Outputs:
 
 
 def _received(record: Any) -> Received:
-    return Received(record.topic, parse_event(record.value), dict(record.headers or []))
+    headers = dict(record.headers or [])
+    return Received(record.topic, parse_event(record.value), headers, record.timestamp / 1000)
 
 
 async def dlq_records(stack: Stack, count: int, timeout_s: float = 30.0) -> list[Any]:
@@ -372,6 +440,7 @@ async def dlq_records(stack: Stack, count: int, timeout_s: float = 30.0) -> list
 
 __all__ = [
     "Chunk",
+    "Metrics",
     "Outputs",
     "Stack",
     "WorkerProcess",

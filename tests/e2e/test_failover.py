@@ -1,16 +1,22 @@
-"""Takeover: a worker killed (SIGKILL) or a worker joining mid-stream loses no
-final and keeps timestamps and event ids continuous (issue: no final lost).
+"""Takeover after a crash: a worker killed (SIGKILL) mid-stream loses no final
+and keeps timestamps and event ids continuous, at the chart's group timing.
 
-Every test compares against the same input transcribed without faults (the
+The test compares against the same input transcribed without faults (the
 deterministic recognizer's expected finals). Session ids are chosen so that
 every partition carries a session of every format: whichever worker owns what,
 the takeover hits PCM, WAV and OGG/Opus sessions mid-stream.
+
+The workers run with the chart's defaults (session timeout 10 s, heartbeat
+1 s, checkpoints gathered over 1 s): the killed worker's partitions move once
+the broker has missed its heartbeats for the session timeout, and the time
+from SIGKILL to the new owner's first output is measured against that bound.
+Rebalances of live workers (join, leave, static membership) are in
+test_rebalance.py.
 """
 
 from __future__ import annotations
 
 import asyncio
-import itertools
 import signal
 import time
 from collections import Counter
@@ -21,7 +27,7 @@ import pytest
 from emulator.samples import encode
 from emulator.server import EmulatorServer
 from emulator.tones import VOCABULARY, expected_finals, synthesize
-from schemas.events import SessionEvent, TranscriptEvent
+from schemas.events import SessionEvent
 from tests.e2e.harness import (
     Chunk,
     Outputs,
@@ -36,11 +42,11 @@ pytestmark = [pytest.mark.kafka, pytest.mark.slow, pytest.mark.timeout(300)]
 
 PARTITIONS = 4
 WORDS = list(VOCABULARY)
-UTTERANCES = [[WORDS[(i * 5 + j) % len(WORDS)] for j in range(1 + i % 2)] for i in range(9)]
+# 23 s of speech: the takeover happens while the calls are still live.
+UTTERANCES = [[WORDS[(i * 5 + j) % len(WORDS)] for j in range(1 + i % 2)] for i in range(24)]
 PAUSE_MS = 600
 CHUNK_S = 0.1
-# Short session timeout so a killed worker's partitions move in seconds.
-FAST_GROUP = {"RESON8_KAFKA_SESSION_TIMEOUT_S": "6", "RESON8_KAFKA_CHECKPOINT_INTERVAL_S": "0.5"}
+SESSION_TIMEOUT_S = 10.0  # helm/reson8-kafka/values.yaml, config.sessionTimeoutSeconds
 
 
 @pytest.fixture
@@ -52,6 +58,7 @@ def calls() -> tuple[dict[str, list[Chunk]], dict[str, int]]:
     """One session per (format, partition); returns the records and each
     session's timing tolerance in ms."""
     pcm = synthesize(UTTERANCES, pause_ms=PAUSE_MS)
+    ogg = encode(pcm, 16000, 1, "ogg-opus")
     sessions: dict[str, list[Chunk]] = {}
     tolerance: dict[str, int] = {}
     formats = {
@@ -59,7 +66,7 @@ def calls() -> tuple[dict[str, list[Chunk]], dict[str, int]]:
         # starts off-grid (at a flush point) shifts; Opus: codec delay too.
         "pcm": (pcm, [("stt-encoding", b"pcm_s16le")], 3200, 10),
         "wav": (encode(pcm, 16000, 1, "wav"), [], 3200, 10),
-        "ogg": (encode(pcm, 16000, 1, "ogg-opus"), [], 400, 30),
+        "ogg": (ogg, [], -(-len(ogg) * 3200 // len(pcm)), 30),  # paced like the PCM
     }
     for name, (data, headers, chunk, tol) in formats.items():
         for sid in keys_on_partitions(name, PARTITIONS):
@@ -97,10 +104,7 @@ async def test_sigkill_mid_stream_the_other_worker_resumes_every_session(
     stack: Stack, emulator: EmulatorServer, tmp_path: Path
 ) -> None:
     sessions, tolerance = calls()
-    workers = [
-        WorkerProcess(stack, emulator.url, tmp_path / f"worker-{i}.log", env_extra=FAST_GROUP)
-        for i in range(2)
-    ]
+    workers = [WorkerProcess(stack, emulator.url, tmp_path / f"worker-{i}.log") for i in range(2)]
     for worker in workers:
         worker.start()
     try:
@@ -108,10 +112,11 @@ async def test_sigkill_mid_stream_the_other_worker_resumes_every_session(
             await worker.ready()
         async with Outputs(stack) as out:
             producing = asyncio.create_task(produce_live(stack, sessions, chunk_s=CHUNK_S))
-            # Kill once every session has some finals out (mid-stream).
-            await out.until(lambda _: all(len(out.finals(s)) >= 2 for s in sessions), 60)
+            # Kill mid-stream, once every session has finals out and a
+            # checkpoint (written within the 1 s gathering window of a final).
+            await out.until(lambda _: all(len(out.finals(s)) >= 4 for s in sessions), 60)
             assert not producing.done()
-            killed_at = time.monotonic()
+            killed_at = time.time()
             workers[0].signal(signal.SIGKILL)
             await producing
             await out.until(out.ended(sessions), timeout_s=150)
@@ -122,57 +127,17 @@ async def test_sigkill_mid_stream_the_other_worker_resumes_every_session(
     moved = takeovers(out)
     assert moved, "the killed worker owned no session mid-stream"
     assert {e.session_id.split("-")[0] for e in moved} == {"pcm", "wav", "ogg"}
-    resumed_in = min(r.at for r in out.received if r.event in moved) - killed_at
+    resumed_in = min(r.produced for r in out.received if r.event in moved) - killed_at
+    # The broker notices after the session timeout, then a rebalance, a
+    # checkpoint load and a reconnect.
+    assert resumed_in < SESSION_TIMEOUT_S + 5, resumed_in
     for sid in sessions:
         [ended] = out.events("session_ended", sid)
         assert isinstance(ended, SessionEvent)
         assert ended.finals == len(expected_finals(UTTERANCES, pause_ms=PAUSE_MS)), sid
     print(
-        f"\nSIGKILL takeover: {len(moved)} streams resumed, first after {resumed_in:.1f} s; "
+        f"\nSIGKILL takeover (session timeout {SESSION_TIMEOUT_S:.0f} s, heartbeat 1 s): "
+        f"{len(moved)} streams resumed, first output {resumed_in:.1f} s after the kill; "
         f"finals lost 0; raw duplicates {sum(duplicates.values())} "
         f"over {len(sessions)} sessions {dict(duplicates)}"
-    )
-
-
-async def test_a_worker_joining_mid_stream_rebalances_without_loss_or_long_stall(
-    stack: Stack, emulator: EmulatorServer, tmp_path: Path
-) -> None:
-    sessions, tolerance = calls()
-    env = {**FAST_GROUP, "RESON8_KAFKA_REVOKE_TIMEOUT_S": "3"}
-    workers = [
-        WorkerProcess(stack, emulator.url, tmp_path / f"worker-{i}.log", env_extra=env)
-        for i in range(3)
-    ]
-    for worker in workers[:2]:
-        worker.start()
-    try:
-        for worker in workers[:2]:
-            await worker.ready()
-        async with Outputs(stack) as out:
-            producing = asyncio.create_task(produce_live(stack, sessions, chunk_s=CHUNK_S))
-            await out.until(lambda _: all(len(out.finals(s)) >= 2 for s in sessions), 60)
-            assert not producing.done()
-            workers[2].start()
-            await workers[2].ready()
-            await producing
-            await out.until(out.ended(sessions), timeout_s=150)
-    finally:
-        for worker in workers:
-            worker.stop()
-    duplicates = check_finals(out, tolerance)
-    # The longest silence on the output of any session while it was live.
-    stall = 0.0
-    for sid in sessions:
-        times = [
-            r.at
-            for r in out.received
-            if r.event.session_id == sid and isinstance(r.event, TranscriptEvent)
-        ]
-        stall = max(stall, max(b - a for a, b in itertools.pairwise(times)))
-    # Bound: the revoke drain (3 s) + a rebalance + table recovery + a
-    # reconnect, well under the 6 s session timeout plus the audio pauses.
-    assert stall < 15, stall
-    print(
-        f"\njoin rebalance: longest output gap {stall:.1f} s, {len(takeovers(out))} streams "
-        f"resumed elsewhere, raw duplicates {sum(duplicates.values())}"
     )

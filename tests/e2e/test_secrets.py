@@ -48,9 +48,13 @@ async def test_the_key_is_in_no_log_line_event_or_dead_letter(
     try:
         await worker.ready()
         async with Outputs(stack) as out:
+            refused_end = sessions["refused"].pop()
             await produce_sessions(stack, sessions)
+            await out.until(lambda _: bool(out.events("session_failed", "refused")))
+            # A record of a session that has failed is dead-lettered.
+            await produce_sessions(stack, {"refused": [refused_end]})
             await out.until(out.ended(sessions))
-            dead = await dlq_records(stack, 1)  # the refused session's end record
+            dead = await dlq_records(stack, 1)
     finally:
         worker.stop()
     [failed] = out.events("session_failed", "refused")

@@ -17,6 +17,7 @@ from pydantic import ValidationError
 
 from schemas.envelope import BadHeader, SessionConfig, decode_headers, parse_headers
 from schemas.wire import ErrorBody, MalformedMessage, StreamParams, parse_server_message
+from workers.assignor import balanced, decode_state, resolve_claims
 from workers.checkpoint import Checkpoint
 from workers.errors import DecodeError, InputError
 from workers.restart import scanner_for
@@ -154,6 +155,17 @@ def checkpoint(data: bytes) -> None:
         return
 
 
+def group_member_state(data: bytes) -> None:
+    """A group member's report (the assignor's metadata user_data), then an
+    assignment from it: balanced whatever it claims."""
+    generation, owned = decode_state(data)
+    assert isinstance(generation, int)
+    claims = {"m1": (generation, owned.get("t", [])), "m2": (0, [0, 1])}
+    result = balanced(range(8), resolve_claims(claims))
+    sizes = sorted(len(v) for v in result.values())
+    assert sizes == [4, 4], result
+
+
 TARGETS: dict[str, Target] = {
     "wav_scanner": scanner("wav"),
     "ogg_scanner": scanner("ogg"),
@@ -165,4 +177,5 @@ TARGETS: dict[str, Target] = {
     "server_message": server_message,
     "error_body": error_body,
     "checkpoint": checkpoint,
+    "group_member_state": group_member_state,
 }

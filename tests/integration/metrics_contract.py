@@ -47,7 +47,10 @@ METRICS: dict[str, tuple[str, Labels]] = {
     "reson8_rebalances_total": ("counter", {}),
     "reson8_rebalance_duration_seconds": ("histogram", {}),
     "reson8_sessions_resumed_total": ("counter", {}),
-    "reson8_sessions_failed_total": ("counter", {"code": ("400", "401", "402")}),
+    "reson8_sessions_failed_total": (
+        "counter",
+        {"code": ("UNAUTHORIZED", "upstream_unstable", "undecodable_audio")},
+    ),
     "reson8_event_loop_lag_seconds": ("histogram", {}),
     "reson8_worker_ready": ("gauge", {}),
 }

@@ -217,6 +217,20 @@ def test_grace_period_below_drain_plus_ten_fails() -> None:
     assert "must be at least config.drainTimeoutSeconds" in error
 
 
+def test_group_timing_reaches_the_worker(default_docs: list[Doc], full_docs: list[Doc]) -> None:
+    """Defaults: a crashed pod's calls move after 10 s; static membership (the
+    full values) waits 45 s, long enough for a restart to keep its partitions."""
+    for docs, session in ((default_docs, 10), (full_docs, 45)):
+        config = settings_map(docs)["data"]
+        assert float(config["RESON8_KAFKA_SESSION_TIMEOUT_S"]) == session
+        assert float(config["RESON8_KAFKA_HEARTBEAT_INTERVAL_S"]) * 3 <= session
+
+
+def test_a_heartbeat_longer_than_a_third_of_the_session_timeout_fails() -> None:
+    error = render_error("config.heartbeatIntervalSeconds=4")
+    assert "at most a third of the session timeout" in error
+
+
 def test_secrets_never_leave_secret_manifests(tmp: Path) -> None:
     text = render_text("autoscaling.keda.enabled=true", *SASL_INLINE)
     docs = parse(text, tmp)

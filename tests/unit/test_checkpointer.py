@@ -305,6 +305,52 @@ async def test_forget_keeps_the_entries_of_partitions_still_owned(rig: Rig) -> N
     assert rig.store.get("done") is None
 
 
+# -- rebalances ------------------------------------------------------------------------------
+
+
+async def _run_briefly(checkpointer: Checkpointer, done: Callable[[], bool]) -> None:
+    """Let the background writer run until ``done`` or it has had its turns (no clock)."""
+    task = asyncio.create_task(checkpointer.run())
+    try:
+        for _ in range(20):
+            if done():
+                break
+            await asyncio.sleep(0)
+    finally:
+        task.cancel()
+
+
+async def test_nothing_is_written_for_a_held_partition(rig: Rig) -> None:
+    live, ended = session("live"), ended_session("done")
+    rig.checkpointer.hold({PARTITION})
+    rig.checkpointer.due(live)
+    await _run_briefly(rig.checkpointer, lambda: bool(rig.journal))
+    await rig.checkpointer.close(ended)
+    assert rig.journal == []  # a later write could set the next owner back
+
+
+async def test_what_waited_is_written_when_the_partition_stays(rig: Rig) -> None:
+    live, ended = session("live"), ended_session("done")
+    rig.checkpointer.hold({PARTITION})
+    rig.checkpointer.due(live)
+    await rig.checkpointer.close(ended)
+    await rig.checkpointer.release({PARTITION})
+    await _run_briefly(rig.checkpointer, lambda: len(rig.puts()) == 2)
+    assert ("put", "done", 10, "ended") in rig.puts()
+    assert ("put", "live", 5, "open") in rig.puts()
+
+
+async def test_what_waited_is_dropped_when_the_partition_moved(rig: Rig) -> None:
+    live, ended = session("live"), ended_session("done")
+    rig.checkpointer.hold({PARTITION})
+    rig.checkpointer.due(live)
+    await rig.checkpointer.close(ended)
+    rig.checkpointer.forget({PARTITION})
+    rig.checkpointer.hold({PARTITION + 1})  # wakes nothing of the moved partition
+    await _run_briefly(rig.checkpointer, lambda: bool(rig.journal))
+    assert rig.journal == []
+
+
 # -- orphans --------------------------------------------------------------------------------
 
 

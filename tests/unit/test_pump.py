@@ -192,3 +192,34 @@ async def test_a_session_holding_its_bound_decodes_on_as_finals_cover_audio() ->
     assert texts(producer) == [f"w{1000 + i}" for i in range(8)]
     assert max(s.stats.max_uncovered for s in session.streams) <= 3 * 16000  # never all 8 s
     await pump.stop()
+
+
+async def test_every_upstream_connection_has_a_span_under_the_session() -> None:
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+    from opentelemetry.trace import StatusCode
+
+    telemetry, finished = Telemetry(), InMemorySpanExporter()
+    telemetry._tracer_provider.add_span_processor(SimpleSpanProcessor(finished))
+    producer, owner = FakeProducer(), Owner()
+    session = Session("call", 0, POLICY, config=RAW, now=time.monotonic())
+    session_span = telemetry.session_span("call", {})
+    pump = SessionPump(
+        session,
+        connector=FakeServer(modes=["malformed", "normal"]),
+        publisher=Publisher(producer, telemetry, TOPICS),
+        owner=owner,
+        span=session_span,
+        telemetry=telemetry,
+    )
+    pump.feed(0, AUDIO, words(1001), None, None)
+    pump.feed(1, END, b"", None, None)
+    await finish(pump, owner)
+    await pump.stop()
+    connections = [s for s in finished.get_finished_spans() if s.name == "stt.upstream"]
+    assert [s.attributes["stt.connection"] for s in connections] == [1, 2]
+    assert [s.status.status_code for s in connections] == [StatusCode.ERROR, StatusCode.UNSET]
+    assert connections[0].status.description == "UpstreamProtocolError"
+    trace_id = session_span.get_span_context().trace_id
+    assert all(s.context.trace_id == trace_id for s in connections)
+    assert all(s.parent.span_id == session_span.get_span_context().span_id for s in connections)

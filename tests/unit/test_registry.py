@@ -225,10 +225,45 @@ async def test_a_taken_over_session_skips_what_was_done_and_resumes(world: World
     assert ended.finals == 2
 
 
-async def test_revocation_drains_and_forgets_the_partition(world: World) -> None:
-    await world.send(b"a", words(1001) + b"\x00\x00" * 4000, RAW)  # a silent tail
+async def test_a_partition_given_back_by_a_rebalance_keeps_its_sessions(world: World) -> None:
+    first = Record("in", 0, 0, b"a", words(1001), RAW, int(time.time() * 1000), 0)
+    await world.registry.handle(first)
+    world.offset = 1
     await world.until(lambda: world.events("transcript"))
-    settled = await world.registry.revoke({0}, timeout_s=2.0)
-    assert settled
-    assert world.registry.active == 0
-    assert world.store.get("a") is not None  # the next owner resumes from it
+    await world.registry.revoke({0, 1}, timeout_s=2.0)
+    assert world.store.get("a") is not None  # written before anyone else could read it
+    assert world.registry.active == 1  # held, not drained
+    kept, moved = await world.registry.reassigned({0, 1})
+    assert (kept, moved) == ({0, 1}, set())
+    await world.registry.handle(first)  # read again from the committed offset
+    await world.send(b"a", words(1002))
+    await world.send(b"a", b"", [("stt-kind", b"end")])
+    await world.until(lambda: world.events("session_ended"))
+    assert [e.text for e in world.events("transcript")] == ["w1001", "w1002"]  # none twice
+    assert len(world.server.opened) == 1  # the same upstream connection throughout
+    assert world.events("upstream_reconnected") == []
+    await world.until(lambda: 2 in world.acked)
+
+
+async def test_a_partition_that_moved_closes_its_sessions_and_leaves_the_checkpoint(
+    world: World,
+) -> None:
+    world.registry.checkpointer._interval_s = 3600.0  # only the rebalance writes checkpoints
+    await world.send(b"a", words(1001), RAW, p=0)
+    await world.send(b"b", words(1002), RAW, p=1)
+    await world.send(b"a", words(1003), p=0)  # its final covers all of offset 0
+    await world.send(b"b", words(1004), p=1)
+    while len(world.events("transcript")) < 4:
+        await world.registry.tick()
+        await _yield()
+    await world.registry.revoke({0, 1}, timeout_s=2.0)
+    await world.registry.tick()
+    assert world.acked == []  # covered and checkpointed, but acks of a revoked generation
+    kept, moved = await world.registry.reassigned({1})
+    assert (kept, moved) == ({1}, {0})
+    assert world.registry.session("a") is None
+    assert world.registry.session("b") is not None
+    assert world.store.get("a") is not None  # the new owner resumes from it
+    assert world.events("session_ended") == []  # closed here, not ended: it goes on elsewhere
+    await world.registry.tick()
+    assert 0 not in world.acked  # the moved partition's records are its new owner's

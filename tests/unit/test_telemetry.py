@@ -107,7 +107,7 @@ def exercise_everything(t: Telemetry) -> None:
     )
     t.checkpoint_written(0.003)
     t.rebalanced(0.7)
-    t.set_lag("stt.audio:0", 5)
+    t.lag_source = lambda: {"stt.audio:0": 5}
     t.upstream_latency.record(0.3)
     t.loop_lag.record(0.002)
     t.input_delay.record(0.004)
@@ -230,12 +230,15 @@ def test_checkpoint_writes_and_rebalances_are_counted_and_timed(telemetry: Telem
     assert value(telemetry, "reson8_rebalance_duration_seconds_sum") == 1.5
 
 
-def test_lag_is_a_gauge_per_partition_until_forgotten(telemetry: Telemetry) -> None:
-    telemetry.set_lag("stt.audio:0", 5)
-    telemetry.set_lag("stt.audio:1", 7)
-    telemetry.set_lag("stt.audio:1", 3)
+def test_lag_is_read_at_each_scrape_for_the_partitions_assigned_then(
+    telemetry: Telemetry,
+) -> None:
+    assigned = {"stt.audio:0": 5, "stt.audio:1": 7}
+    telemetry.lag_source = lambda: dict(assigned)
+    assert value(telemetry, "reson8_consumer_lag", partition="stt.audio:1") == 7
+    assigned["stt.audio:1"] = 3
+    del assigned["stt.audio:0"]  # moved to another worker
     assert value(telemetry, "reson8_consumer_lag", partition="stt.audio:1") == 3
-    telemetry.forget_lag(["stt.audio:0", "stt.audio:9"])
     series = [s.labels["partition"] for s in families(telemetry)["reson8_consumer_lag"].samples]
     assert series == ["stt.audio:1"]
 

@@ -146,6 +146,9 @@ key: kafka-sasl-password
 {{- if and $v.autoscaling.hpa.enabled (gt (int $v.autoscaling.hpa.minReplicas) (int $v.autoscaling.hpa.maxReplicas)) -}}
 {{- fail "autoscaling.hpa.minReplicas exceeds maxReplicas" -}}
 {{- end -}}
+{{- if gt (mulf $v.config.heartbeatIntervalSeconds 3.0) (float64 (include "reson8-kafka.sessionTimeout" .)) -}}
+{{- fail (printf "config.heartbeatIntervalSeconds (%v) must be at most a third of the session timeout (%v)" $v.config.heartbeatIntervalSeconds (include "reson8-kafka.sessionTimeout" .)) -}}
+{{- end -}}
 {{- if and $v.staticMembership.enabled (ne $v.workload.kind "StatefulSet") -}}
 {{- fail "staticMembership.enabled needs workload.kind=StatefulSet: a Deployment's pods get new names on every rollout, and each departed static member keeps its partitions until the session timeout" -}}
 {{- end -}}
@@ -220,4 +223,16 @@ KAFKA_SSL_KEYFILE: {{ printf "%s/key.pem" (include "reson8-kafka.tlsDir" .) | qu
 {{- define "reson8-kafka.alertLabels" -}}
 labels:
   {{- toYaml (merge (dict "severity" .alert.severity) .rule.alertLabels) | nindent 2 }}
+{{- end -}}
+
+{{/*
+Kafka session timeout: staticMembership.sessionTimeoutSeconds with static
+membership (a restart must fit in it), else config.sessionTimeoutSeconds.
+*/}}
+{{- define "reson8-kafka.sessionTimeout" -}}
+{{- if .Values.staticMembership.enabled -}}
+{{- .Values.staticMembership.sessionTimeoutSeconds -}}
+{{- else -}}
+{{- .Values.config.sessionTimeoutSeconds -}}
+{{- end -}}
 {{- end -}}

@@ -144,6 +144,7 @@ class SessionStats:
     fault: str | None = None  # "drop" | "hang" | "invalid_data" once applied
     close_sent: int | None = None  # close code the server sent, if any
     ended: bool = False
+    integration: str | None = None  # the client's X-Reson8-Integration header, if any
 
 
 @dataclass
@@ -154,6 +155,7 @@ class _Accepted:
     faults: Faults
     subprotocol: str | None
     connection: Connection
+    integration: str | None = None
     handled: bool = False
 
 
@@ -396,7 +398,8 @@ class EmulatorServer:
         except _Refusal:
             session.close()
             raise
-        return _Accepted(params, faults, credentials.subprotocol, session)
+        integration = headers.get("x-reson8-integration")
+        return _Accepted(params, faults, credentials.subprotocol, session, integration)
 
     def _injected_refusal(self, faults: Faults, target: str) -> None:
         """Apply ``refuse``/``refuse_first`` (see ``emulator.faults``)."""
@@ -438,7 +441,11 @@ class EmulatorServer:
         assert ws.accepted is not None
         accepted = ws.accepted
         stats = SessionStats(
-            len(self.sessions), accepted.params.endpoint, accepted.params, accepted.faults
+            len(self.sessions),
+            accepted.params.endpoint,
+            accepted.params,
+            accepted.faults,
+            integration=accepted.integration,
         )
         self.sessions.append(stats)
         self._notify()

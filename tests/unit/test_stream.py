@@ -226,3 +226,19 @@ def test_turn_end_without_candidate_is_ignored() -> None:
     s.connected(None)
     assert s.on_message(TurnEnd()) == []
     assert s.on_message(TurnContinuation()) == []
+
+
+def test_repeated_candidates_without_continuations_give_one_event_each() -> None:
+    """The newest turns variant: no turn_continuation, and the same candidate
+    sent again as the turn goes on; downstream sees each candidate once."""
+    s = stream("turns")
+    s.connected(None)
+    s.push(audio(3000))
+    sent(s)
+    first = TurnEndCandidate(text="alpha", start_ms=200, duration_ms=300)
+    longer = TurnEndCandidate(text="alpha bravo", start_ms=200, duration_ms=900)
+    kinds = []
+    for message in (TurnStart(), first, first, longer, longer, TurnEnd()):
+        kinds += [event.type for event in s.on_message(message)]
+    assert kinds == ["turn_start", "turn_end_candidate", "turn_end_candidate", "turn_end"]
+    assert s.turn_index == 1

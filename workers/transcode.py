@@ -566,8 +566,12 @@ class ContainerDecoder:
         with self._cond:
             out, self._out = b"".join(self._out), []
             self._out_frames = 0
+            # A paused thread goes on: not stopped any more until it stops
+            # again (else the caller's next wait would return at once and
+            # spin against the decode thread for the GIL).
+            self._paused = False
             error = self._error
-            self._cond.notify_all()  # a paused thread goes on
+            self._cond.notify_all()
         if error is not None:
             self.close(wait=False)
             if isinstance(error, DecodeError):

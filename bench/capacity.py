@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import math
+import os
 import sys
 import time
 import uuid
@@ -21,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench import stack
+from bench import stack, syscalls
 from bench.audio import Records
 from bench.load import records_for, session_id
 from bench.recorder import OutputReader, Recorder
@@ -82,6 +84,7 @@ class _System:
     child: stack.Child
     prefix: str
     reader: OutputReader
+    requests_file: Path
 
     @property
     def audio_topic(self) -> str:
@@ -94,25 +97,35 @@ async def system(rig: Rig, kind: str, name: str) -> AsyncIterator[_System]:
     prefix = f"bench.{name}.{uuid.uuid4().hex[:6]}."
     await rig.broker.create_topics(prefix, PARTITIONS)
     log = rig.logs / f"{prefix}log"
-    child = await _start(rig, kind, prefix, log)
+    requests_file = rig.logs / f"{prefix}requests.json"
+    child = await _start(rig, kind, prefix, log, _counting(requests_file))
     reader = OutputReader(rig.broker.bootstrap, prefix + "stt.transcripts", PARTITIONS)
     await reader.start()
     rig.sampler.watch("system", child.pid)
     try:
-        yield _System(child, prefix, reader)
+        yield _System(child, prefix, reader, requests_file)
     finally:
         rig.sampler.unwatch("system")
         await reader.stop()
         child.stop()
 
 
-async def _start(rig: Rig, kind: str, prefix: str, log: Path) -> stack.Child:
+def _counting(requests_file: Path) -> dict[str, str]:
+    """Environment that makes a child count its Kafka requests (bench/hooks)."""
+    hooks = str(stack.REPO / "bench" / "hooks")
+    path = os.pathsep.join(p for p in (hooks, os.environ.get("PYTHONPATH", "")) if p)
+    return {"PYTHONPATH": path, "RESON8_BENCH_KAFKA_REQUESTS": str(requests_file)}
+
+
+async def _start(
+    rig: Rig, kind: str, prefix: str, log: Path, counting: dict[str, str]
+) -> stack.Child:
     if kind == "worker":
         port = stack.free_port()
         env = stack.worker_env(
             rig.broker.bootstrap, rig.emulator.url, prefix, PARTITIONS, port, rig.logs / "faust"
         )
-        child = stack.Child([*stack.CLI, "worker"], log, env)
+        child = stack.Child([*stack.CLI, "worker"], log, {**env, **counting})
         await stack.wait_ready(child, port)
         return child
     argv = [
@@ -123,7 +136,7 @@ async def _start(rig: Rig, kind: str, prefix: str, log: Path) -> stack.Child:
         "--group", prefix + "bridge",
         "--url", rig.emulator.url,
     ]  # fmt: skip
-    child = stack.Child(argv, log)
+    child = stack.Child(argv, log, counting)
     await child.line("ready", 60.0)
     return child
 
@@ -188,23 +201,50 @@ async def run_step(
     out = rig.logs / f"{tag}.npy"
     t = rig.timing
     profiler: list[asyncio.Task[None]] = []
+    counters: list[asyncio.Task[_Counters]] = []
 
     def started(t0: float) -> None:
+        begin = t0 + t.ramp + t.warmup
+        counters.append(asyncio.create_task(_count(sut, begin, t.window)))
         if profile is not None:
-            begin = t0 + t.ramp + t.warmup
             profiler.append(asyncio.create_task(_profile(sut.child.pid, begin, t.window, profile)))
 
     produced, t0 = await _load(rig, sut, fmt, sessions, first, out, started)
     if profiler:
         await profiler[0]
+    counted = await counters[0]
     window = (t0 + t.ramp + t.warmup, t0 + t.ramp + t.warmup + t.window)
     with contextlib.suppress(TimeoutError):
         await rig.emulator.wait_until(lambda: rig.recorder.ended(sids), t.drain_timeout)
     sent = {k: v for k, v in rig.recorder.finals_sent.items() if window[0] <= v <= window[1]}
     await sut.reader.wait_for(list(sent), 5.0)
-    step = _measure(rig, sut, sids, produced, records, fmt, window)
+    step = _measure(rig, sut, sids, produced, records, fmt, window, counted)
     rig.recorder.forget(sids)
     return step
+
+
+@dataclass(frozen=True)
+class _Counters:
+    kafka_requests: dict[str, int]
+    syscalls: float
+
+
+async def _count(sut: _System, begin: float, duration: float) -> _Counters:
+    """Kafka requests and system calls of the system under test in the window."""
+    await asyncio.sleep(max(0.0, begin - time.time()))  # until the window opens
+    before = _requests(sut.requests_file)
+    calls = await syscalls.count(sut.child.pid, duration)
+    await asyncio.sleep(0.6)  # one refresh of the child's counts file, which lags by 0.5 s
+    after = _requests(sut.requests_file)
+    return _Counters({k: after.get(k, 0) - before.get(k, 0) for k in after}, calls)
+
+
+def _requests(path: Path) -> dict[str, int]:
+    try:
+        data = json.loads(path.read_text())
+    except (FileNotFoundError, ValueError):
+        return {}
+    return {str(k): int(v) for k, v in data.items()}
 
 
 async def _load(
@@ -272,6 +312,7 @@ def _measure(
     records: Records,
     fmt: str,
     window: tuple[float, float],
+    counted: _Counters,
 ) -> Step:
     arrivals = {sid: rig.recorder.arrivals(sid) for sid in sids}
     chunks = chunk_latency(produced, records.positions(), arrivals, sids, window)
@@ -291,4 +332,7 @@ def _measure(
         broker_cpu=s.cpu("broker", *window),
         drift_ms=growth,
         behind=behind_reason(chunk, growth, rig.bounds) if sent_in_window.size else "no load",
+        records=int(sent_in_window.size),
+        kafka_requests=counted.kafka_requests,
+        syscalls=counted.syscalls,
     )

@@ -135,6 +135,8 @@ def _step_row(step: Step) -> list[str]:
         triple(step.chunk),
         triple(step.final),
         f"{step.producer_cpu:.2f} / {step.harness_cpu:.2f} / {step.broker_cpu:.2f}",
+        fmt_num(step.requests_per_1000()),
+        fmt_num(step.syscalls_per_record(), 1),
         "kept up" if step.kept_up else f"behind: {step.behind}",
     ]
 
@@ -148,6 +150,8 @@ def _ladder_table(ladder: Ladder) -> list[str]:
         "produce→upstream p50/p95/p99 ms",
         "final→readable p50/p95/p99 ms",
         "load / bench / broker CPU",
+        "Kafka requests per 1,000 records",
+        "syscalls per record",
         "verdict",
     ]
     return [f"### {ladder.name}", "", *_table(header, map(_step_row, ladder.steps))]
@@ -255,10 +259,40 @@ def _comparison_rows(worker: Ladder, bridge: Ladder) -> list[list[str]]:
             ),
         ],
     ]
-    for n in _common_loads(worker, bridge):
+    common = _common_loads(worker, bridge)
+    for n in common:
         w, b = _at(worker, n), _at(bridge, n)
         rows.append([f"p50 / p99 produce→upstream at {n}", _p50p99(w), _p50p99(b), _ratio99(w, b)])
         rows.append([f"p50 / p99 final→readable at {n}", _p50p99f(w), _p50p99f(b), _ratio99f(w, b)])
+    kept = [n for n in common if _at(worker, n).kept_up and _at(bridge, n).kept_up]
+    if kept:
+        rows += _broker_rows(_at(worker, kept[-1]), _at(bridge, kept[-1]))
+    return rows
+
+
+REQUEST_KINDS = ("Fetch", "Produce", "OffsetCommit")
+
+
+def _broker_rows(w: Step, b: Step) -> list[list[str]]:
+    """What the broker and the kernel see, at the largest load both kept up with."""
+    n = w.sessions
+
+    def row(label: str, a: float, c: float, digits: int = 0) -> list[str]:
+        return [f"{label} at {n}", fmt_num(a, digits), fmt_num(c, digits), ratio(a, c)]
+
+    rows = [
+        row("broker CPU ms/s per session", w.broker_ms_per_session(), b.broker_ms_per_session(), 2)
+    ]
+    rows.append(
+        row("Kafka requests per 1,000 records", w.requests_per_1000(), b.requests_per_1000())
+    )
+    for kind in REQUEST_KINDS:
+        rows.append(row(f"… {kind} requests", w.requests_per_1000(kind), b.requests_per_1000(kind)))
+    known = set(REQUEST_KINDS)
+    other_w = w.requests_per_1000() - sum(w.requests_per_1000(k) for k in known)
+    other_b = b.requests_per_1000() - sum(b.requests_per_1000(k) for k in known)
+    rows.append(row("… other requests (heartbeats, metadata, ...)", other_w, other_b))
+    rows.append(row("system calls per record", w.syscalls_per_record(), b.syscalls_per_record(), 1))
     return rows
 
 

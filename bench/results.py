@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from bench.stats import Percentiles
@@ -28,10 +29,27 @@ class Step:
     broker_cpu: float
     drift_ms: float
     behind: str | None = None
+    records: int = 0  # audio records produced in the window
+    kafka_requests: Mapping[str, int] = field(default_factory=dict)  # by type, in the window
+    syscalls: float = math.nan  # of the system under test in the window (perf), NaN if unknown
 
     @property
     def kept_up(self) -> bool:
         return self.behind is None
+
+    def requests_per_1000(self, kind: str | None = None) -> float:
+        """Kafka requests (of ``kind``, or all) per 1,000 audio records."""
+        if not self.records or not self.kafka_requests:
+            return math.nan
+        n = sum(v for k, v in self.kafka_requests.items() if kind is None or k == kind)
+        return 1000 * n / self.records
+
+    def syscalls_per_record(self) -> float:
+        return self.syscalls / self.records if self.records else math.nan
+
+    def broker_ms_per_session(self) -> float:
+        """Broker CPU (ms per second) per live session."""
+        return 1000 * self.broker_cpu / self.sessions if self.sessions else math.nan
 
 
 @dataclass

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 from bench.procstat import Sample, cpu_between, parse_cpu_ticks, parse_rss_kib, peak_rss
 from bench.profile import top_functions
@@ -10,6 +11,7 @@ from bench.report import NOTES_END, NOTES_START, kept_notes, render
 from bench.results import Backfill, Ladder, Machine, Results, Step, Transcode
 from bench.search import Bounds
 from bench.stats import Percentiles
+from bench.syscalls import parse_count
 
 P = Percentiles(100, 2.0, 5.0, 9.0)
 
@@ -80,3 +82,37 @@ def test_profile_top_functions() -> None:
     assert rows[0].self_pct == 75.0  # idle select samples are left out
     handle = next(r for r in rows if r.function == "workers/registry.py:handle")
     assert (handle.self_pct, handle.total_pct) == (25.0, 100.0)
+
+
+def test_requests_and_syscalls_per_record_and_broker_cost_per_session() -> None:
+    step = replace(
+        _step(100, 0.5),
+        records=20_000,
+        kafka_requests={"Fetch": 300, "Produce": 200, "OffsetCommit": 20, "Heartbeat": 10},
+        syscalls=50_000.0,
+    )
+    assert step.requests_per_1000() == 26.5
+    assert step.requests_per_1000("Fetch") == 15.0
+    assert step.syscalls_per_record() == 2.5
+    assert step.broker_ms_per_session() == 3.0  # 0.3 core over 100 sessions
+    assert math.isnan(_step(100, 0.5).requests_per_1000())  # nothing counted: unknown, not 0
+
+
+def test_the_comparison_shows_the_broker_side_at_the_largest_common_load() -> None:
+    results = _results()
+    for ladder, requests in zip(results.ladders, (40, 20), strict=True):
+        ladder.steps = [
+            replace(s, records=10_000, kafka_requests={"Fetch": requests * 10}, syscalls=1e4)
+            for s in ladder.steps
+        ]
+    results.ladders[0].steps[1] = replace(results.ladders[0].steps[1], behind=None)
+    text = render(results, "", Bounds())
+    assert "| Kafka requests per 1,000 records at 200 | 40 | 20 | 2.00x |" in text
+    assert "| system calls per record at 200 | 1.0 | 1.0 | 1.00x |" in text
+
+
+def test_perf_stat_output_is_parsed() -> None:
+    out = "Performance counter stats...\n12345,,raw_syscalls:sys_enter,1000,100.00,,\n"
+    assert parse_count(out) == 12345.0
+    assert math.isnan(parse_count("<not counted>,,raw_syscalls:sys_enter,0,0.00,,\n"))
+    assert math.isnan(parse_count("perf: command not found"))

@@ -126,7 +126,7 @@ class Session:
         self.last_offset = -1
         self.last_input = now  # wall time of the last record (input-time bookkeeping)
         self.last_stamp: float | None = None  # its timestamp (seconds)
-        self._last_heard = now
+        self._last_exchange = now  # the last frame sent or message heard upstream
         self.ack_before = -1  # records below may be acked (moved by on_checkpointed)
         self.checkpointed: Checkpoint | None = resume
         self.dirty = False  # progress since the last checkpoint
@@ -371,7 +371,7 @@ class Session:
             return
         _, stream, link = found
         link.opened(now)
-        self._last_heard = now
+        self._last_exchange = now
         self._sent_at[key] = deque(maxlen=1024)
         reason = stream.connected(link.reason)
         kind = "upstream_connected" if reason is None else "upstream_reconnected"
@@ -407,6 +407,7 @@ class Session:
         _, stream, link = found
         items = list(stream.outgoing())
         if items:
+            self._last_exchange = now
             link.sent(now, stream.answer_due)
             self._sent_at.setdefault(key, deque(maxlen=1024)).append((stream.sent_frames, now))
         return items
@@ -417,7 +418,7 @@ class Session:
         if found is None:
             return
         _, stream, link = found
-        self._last_heard = now
+        self._last_exchange = now
         before = stream.covered
         events = stream.on_message(message)
         self._measure(key, stream, events, now)
@@ -563,10 +564,19 @@ class Session:
             return
         if all(e.source.settled for e in self._epochs):
             self._finish(True)
-        elif self._open and now - max(self._last_heard, ending.since) >= self.policy.end_timeout_s:
-            # An open upstream that stopped answering; a closed one is the
-            # link's business (it reconnects and replays, or fails the session).
+        elif (
+            self._open
+            and not self._unsent
+            and now - max(self._last_exchange, ending.since) >= self.policy.end_timeout_s
+        ):
+            # An open upstream that stopped answering what it was sent; a
+            # closed one is the link's business (it reconnects and replays, or
+            # fails the session), and what is not sent yet is the pump's.
             self._finish(False)
+
+    @property
+    def _unsent(self) -> bool:
+        return any(s.unsent for e in self._epochs if not e.closed for s in e.source.streams)
 
     @property
     def _open(self) -> bool:

@@ -143,6 +143,13 @@ class ChannelStream:
         return self._sent
 
     @property
+    def unsent(self) -> bool:
+        """The open connection has audio or a flush still to send."""
+        return self._conn_base is not None and (
+            self._sent < self.frames_in or any(not f.sent for f in self._flushes)
+        )
+
+    @property
     def uncovered_frames(self) -> int:
         return self.frames_in - self.covered
 

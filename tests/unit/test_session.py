@@ -147,6 +147,28 @@ def test_a_silent_connection_owing_a_flush_is_closed_as_stalled() -> None:
     assert session.take_closes() == [(KEY, "stall")]
 
 
+def test_the_end_timeout_counts_from_what_was_sent_not_from_the_connect() -> None:
+    """An ended session whose audio waited to be sent (a slow pump, a long
+    connect) is not an upstream that stopped answering: it still gets every
+    final; only silence after the last send ends it without them."""
+    session = new_session()
+    audio, truth = speech([(10, 30)])
+    session.on_record(0, AUDIO, audio, now=0.0)
+    session.on_record(1, END, b"", now=0.0)
+    session.on_connected(KEY, 0.0)
+    session.tick(POLICY.end_timeout_s + 1, quiet_s=9.0)
+    assert session.state != "ended"
+    upstream = FakeUpstream()
+    upstream.receive(session.outgoing(KEY, 6.0))  # sent, never answered
+    session.tick(6.0 + POLICY.end_timeout_s - 0.1, quiet_s=9.0)
+    assert session.state != "ended"
+    session.tick(6.0 + POLICY.end_timeout_s, quiet_s=9.0)
+    assert session.state == "ended"
+    assert [e for e in events(session) if isinstance(e, TranscriptEvent)] == []
+    unheard = [m for m in upstream.outbox if getattr(m, "is_final", False)]
+    assert len(unheard) == len(truth)  # what the timeout gave up on
+
+
 def test_a_lagging_partition_never_flushes_mid_word() -> None:
     session = new_session()
     session.on_record(0, AUDIO, struct.pack("<h", 3000) * 4000, now=0.0)  # 0.5 s of speech

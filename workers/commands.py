@@ -90,10 +90,13 @@ def run_worker(args: argparse.Namespace) -> int:
 
     app = create_app(settings)
     logging.getLogger("workers").setLevel(settings.log_level.upper())
-    if settings.log_level == "debug":  # the upstream client's own wire log too (redacted)
-        from workers.upstream import WIRE_DEBUG
+    from workers.upstream import WIRE_DEBUG
 
-        logging.getLogger("reson8.upstream.wire").setLevel(WIRE_DEBUG)
+    # The upstream client's own wire log (redacted) at debug; otherwise only its
+    # warnings: it logs every connection at INFO, which the worker's
+    # upstream_connected events and metrics already count.
+    wire = WIRE_DEBUG if settings.log_level == "debug" else logging.WARNING
+    logging.getLogger("reson8.upstream.wire").setLevel(wire)
     worker = faust.Worker(app, loglevel=settings.log_level, quiet=True)
     # faust's terminal spinner sets the root logger to DEBUG (Worker.
     # _setup_spinner_handler), so every debug call in aiokafka, websockets and

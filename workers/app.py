@@ -71,8 +71,14 @@ class _ConsumerOffsets:
         return None if value is None else int(value)
 
     def highwater(self, partition: int) -> int | None:
+        """None too for a partition the consumer no longer has: between the
+        consumer's new assignment and the registry's (a rebalance), the
+        registry still asks about the partitions it holds."""
         consumer: Any = self._app.consumer
-        value = consumer.highwater(TP(self.topic, partition))
+        try:
+            value = consumer.highwater(TP(self.topic, partition))
+        except AssertionError:  # aiokafka: "Partition is not assigned"
+            return None
         return None if value is None else int(value)
 
 
@@ -141,7 +147,7 @@ class WorkerApp:
         self.max_loop_lag_s = 0.0
         self._rebalance_started: float | None = None
         self.app.agent(self.audio, name="transcribe")(self._transcribe)
-        self.app.timer(0.5)(self.registry.tick)
+        self.app.timer(0.5)(self._tick)
         self.app.task(self.registry.checkpointer.run)
         self.app.task(self._watch_loop)
         self.app.task(self._check_dead_letter_limit)
@@ -185,6 +191,14 @@ class WorkerApp:
                 behind = max(0, high - (self.offsets.committed(partition) or 0))
                 lag[f"{self.offsets.topic}:{partition}"] = behind
         return lag
+
+    async def _tick(self) -> None:
+        """The registry's periodic work. A Faust timer that raises stops the
+        whole worker; a failed tick is logged and the next one runs."""
+        try:
+            await self.registry.tick()
+        except Exception:
+            log.exception("periodic work failed; retried at the next tick")
 
     async def _watch_loop(self) -> None:
         """Event-loop lag: how late a timer fires (anything blocking the loop shows)."""

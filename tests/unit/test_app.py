@@ -13,13 +13,14 @@ import json
 import logging
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from workers import redact
-from workers.app import WorkerApp
+from workers.app import WorkerApp, _ConsumerOffsets
 from workers.errors import ConfigError
 from workers.settings import Settings
 
@@ -135,3 +136,30 @@ def test_a_producer_limit_64_kib_above_the_record_limit_is_accepted() -> None:
 def test_the_default_producer_limit_fits_the_default_record_limit() -> None:
     settings = Settings.from_env({})
     assert settings.producer_max_request_bytes >= settings.max_record_bytes + 65_536
+
+
+async def test_a_failing_tick_is_logged_and_the_worker_goes_on(
+    worker: WorkerApp, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A Faust timer that raises stops the whole worker (seen in a rebalance);
+    the registry's tick must not."""
+
+    async def broken() -> None:
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(worker.registry, "tick", broken)
+    with caplog.at_level(logging.ERROR, logger="workers.app"):
+        await worker._tick()
+    assert "periodic work failed" in caplog.text
+
+
+def test_offsets_of_a_partition_the_consumer_no_longer_has_are_unknown() -> None:
+    """Between the consumer's new assignment and the registry's, the registry
+    asks about partitions it still holds; aiokafka asserts on them."""
+
+    class Consumer:
+        def highwater(self, tp: object) -> int:
+            raise AssertionError("Partition is not assigned")
+
+    offsets = _ConsumerOffsets(SimpleNamespace(consumer=Consumer()), "stt.audio")  # type: ignore[arg-type]
+    assert offsets.highwater(3) is None

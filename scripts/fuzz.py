@@ -38,7 +38,8 @@ def write_corpus() -> None:
     for fmt in ("wav", "wav-stream", "ogg-opus", "mp3", "flac", "webm-opus", "m4a-aac"):
         audio[f"valid-{fmt}"] = encode(pcm, 16000, 1, fmt)
     seeds: dict[str, dict[str, bytes]] = {
-        name: audio for name in ("wav_scanner", "ogg_scanner", "mp3_scanner", "sniff")
+        name: audio
+        for name in ("wav_scanner", "ogg_scanner", "ogg_packets", "mp3_scanner", "sniff")
     }
     seeds["decoder"] = seeds["source"] = audio
     seeds["headers"] = _header_seeds()

@@ -10,6 +10,11 @@ Two decoders share one shape, ``feed(bytes) -> pcm`` and ``flush() -> pcm``
   ``feed`` writes to the pipe and waits until the thread has consumed it all
   and blocks for more ("run until it starves"). The output therefore depends
   only on the bytes given so far, never on how they were split.
+  Ogg/Opus (mono or stereo, the usual container of live calls) takes a
+  shorter way: ``workers.ogg`` splits the pages into packets and FFmpeg's
+  Opus decoder runs on the caller's thread inside :meth:`ContainerDecoder.step`,
+  with no thread and no hand-off per record; the samples are the same as the
+  demuxer's (pre-skip and end trimming included; tested against it).
 - :class:`RawDecoder` handles headerless ``pcm_s16le``/``mulaw``/``alaw``
   (G.711 expanded with numpy lookup tables).
 
@@ -29,6 +34,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import av
 import numpy as np
@@ -36,6 +42,7 @@ import numpy.typing as npt
 
 from workers.errors import DecodeError
 from workers.frames import FrameAligner
+from workers.ogg import OggPacket, OggReader, opus_samples
 from workers.restart import RestartPoint, Scanner, check_format, scanner_for
 
 __all__ = [
@@ -374,10 +381,12 @@ class ContainerDecoder:
         self._points: list[RestartPoint] = []
         self._scanned = 0  # bytes seen by the scanner (a restart's header included)
         self._thread = threading.Thread(target=self._run, name="container-decoder", daemon=True)
-        self._thread.start()
+        self._threaded = False  # the decode thread was started
+        self._lead: bytearray | None = bytearray()  # input while the path is undecided
+        self._opus: _OpusPath | None = None
         if origin is not None:
             self._scan(origin.header)
-            self._pipe_write(origin.header)
+            self._route(origin.header)
 
     # -- public API ---------------------------------------------------------
 
@@ -439,12 +448,20 @@ class ContainerDecoder:
     @property
     def consumed(self) -> int:
         """Input bytes FFmpeg has read so far, counted like :attr:`bytes_in`."""
-        return self._origin.byte + max(0, self._pipe.consumed - len(self._origin.header))
+        return self._origin.byte + max(0, self._read() - len(self._origin.header))
+
+    def _read(self) -> int:
+        """Input bytes decoded from so far (a restart's header included)."""
+        return self._opus.reader.consumed if self._opus is not None else self._pipe.consumed
 
     @property
     def idle(self) -> bool:
         """True when everything written has been decoded and returned (or the
         stream is over): the next control (flush, end) may be applied."""
+        if self._opus is not None:
+            return self._opus.idle(self._pipe.eof) and not self._out
+        if not self._threaded:
+            return not self._out  # waiting for the bytes that choose the path
         with self._cond:
             return self._settled() and not self._out
 
@@ -465,7 +482,8 @@ class ContainerDecoder:
         """
         self.finish()
         out = self._drain()
-        self._thread.join(self.timeout)
+        if self._threaded:
+            self._thread.join(self.timeout)
         return out
 
     def write(self, data: bytes) -> None:
@@ -475,11 +493,13 @@ class ContainerDecoder:
         self._check_open()
         self._scan(data)
         self.bytes_in += len(data)
-        self._pipe_write(data)
+        self._route(data)
 
     def finish(self) -> None:
         """End of stream: the rest decodes when stepped (see :meth:`write`)."""
         self._check_open()
+        if self._opus is None and not self._threaded:
+            self._start_thread()  # too short to choose: FFmpeg says what it is
         with self._cond:
             self._pipe.eof = True
             self._pipe.starved = False  # not idle until the thread drained to the end
@@ -488,6 +508,11 @@ class ContainerDecoder:
     def step(self, budget_s: float = 0.02) -> bytes:
         """Wait up to ``budget_s`` for the decoder to use up its input (or to
         produce a step of audio); return the PCM decoded so far."""
+        if self._opus is not None:
+            self._opus_step()
+            return self._collect()
+        if not self._threaded:
+            return self._collect()
         with self._cond:
             self._cond.wait_for(self._stopped, budget_s)
             self._check_progress()
@@ -496,6 +521,10 @@ class ContainerDecoder:
     def arm(self) -> None:
         """Call ``on_ready`` (once, from the decode thread) when the decoder
         next stops: idle, a step of audio ready, or failed."""
+        if not self._threaded:  # no thread: nothing goes on between steps
+            if self.on_ready is not None and not self.idle:
+                self.on_ready()
+            return
         with self._cond:
             if self._stopped():
                 self._armed = False
@@ -514,7 +543,9 @@ class ContainerDecoder:
         with self._cond:
             self._pipe.closed = True
             self._cond.notify_all()
-        if wait and threading.current_thread() is not self._thread:
+        if self._opus is not None:
+            self._opus.close()
+        if wait and self._threaded and threading.current_thread() is not self._thread:
             self._thread.join(self.timeout)
 
     def __enter__(self) -> ContainerDecoder:
@@ -533,6 +564,75 @@ class ContainerDecoder:
         with self._cond:
             self._pipe.write(data)
 
+    def _route(self, data: bytes) -> None:
+        """Input to the path chosen by the stream's first page: Ogg/Opus is
+        decoded here, in :meth:`step` (no thread, no hand-off per record);
+        everything else by FFmpeg's demuxer on the decode thread."""
+        if self._opus is not None:
+            self._opus.reader.push(data)
+        elif self._threaded:
+            self._pipe_write(data)
+        else:
+            assert self._lead is not None
+            self._lead += data
+            choice = _choose_path(self._lead)
+            if choice == "opus":
+                self._opus = _OpusPath(bytes(self._lead))
+                self._info.container, self._info.codec = "ogg", "opus"
+                self._lead = None
+            elif choice == "ffmpeg":
+                self._start_thread()
+
+    def _start_thread(self) -> None:
+        lead, self._lead = self._lead or b"", None
+        self._pipe_write(bytes(lead))
+        self._threaded = True
+        self._thread.start()
+
+    def _opus_step(self) -> None:
+        """Decode up to a step of audio from whole Ogg pages (resampled in one
+        call: the resampler costs more per call than the decoder per packet);
+        at the end of the input, drain the decoder and the resampler. Errors
+        are raised by the next collect."""
+        opus = self._opus
+        assert opus is not None
+        if self._error is not None or self._done:
+            return
+        try:
+            budget = (self._step_frames - self._out_frames) * 48000 // self.target_rate
+            batch: list[av.AudioFrame] = []
+            decoded = 0
+            while decoded < budget:
+                frames = opus.next_frames(self._pipe.eof)
+                if frames is None:
+                    break
+                batch += frames
+                decoded += sum(f.samples for f in frames)
+            if batch:
+                if opus.resampler is None:
+                    opus.resampler = self._resampler_for(batch[0])
+                self._add_out(opus.resampler.resample(_joined(batch)))
+            if opus.drained:
+                if opus.resampler is not None:
+                    self._add_out(opus.resampler.resample(None))
+                self._done = True
+        except DecodeError as exc:
+            self._error = exc
+        except (av.FFmpegError, ValueError) as exc:
+            detail = getattr(exc, "strerror", None) or type(exc).__name__
+            self._error = DecodeError(f"cannot decode audio (ogg opus): {detail}")
+            self._error.__cause__ = exc
+
+    def _add_out(self, frames: list[av.AudioFrame]) -> None:
+        count = sum(f.samples for f in frames)
+        self._frames_total += count
+        if self._frames_total > self._allowance + self._max_per_byte * self._read():
+            raise DecodeError(
+                f"audio expands to more than {self._max_per_byte:g} frames per input byte"
+            )
+        self._out.extend(_packed_bytes(f) for f in frames)
+        self._out_frames += count
+
     def _settled(self) -> bool:
         return self._done or (self._pipe.starved and not self._paused)
 
@@ -540,6 +640,11 @@ class ContainerDecoder:
         return self._settled() or self._paused or self._error is not None
 
     def _drain(self) -> bytes:
+        if not self._threaded:
+            parts = [self.step()]
+            while not self.idle:
+                parts.append(self.step())
+            return b"".join(parts)
         parts = []
         while True:
             with self._cond:
@@ -705,6 +810,149 @@ class ContainerDecoder:
             self._paused = False
             if self._pipe.closed:
                 raise _Closed
+
+
+# --------------------------------------------------------------------------
+# Ogg/Opus without a thread
+
+
+def _choose_path(lead: bytes | bytearray) -> str | None:
+    """``"opus"`` when the stream's first page is an Ogg Opus identification
+    header of a mono or stereo stream (mapping family 0: what calls carry),
+    ``"ffmpeg"`` for anything else, None while the first page is incomplete."""
+    if len(lead) < 4:
+        return None if b"OggS".startswith(bytes(lead)) else "ffmpeg"
+    if lead[:4] != b"OggS":
+        return "ffmpeg"
+    if len(lead) < 28:
+        return None
+    segments = lead[26]
+    end = 27 + segments
+    if len(lead) < end:
+        return None
+    size = end + sum(lead[27:end])
+    if len(lead) < size:
+        return None  # a page is at most 65,307 bytes
+    body = bytes(lead[end:size])
+    opus_head = (
+        segments == 1
+        and len(body) >= 19
+        and body.startswith(b"OpusHead")
+        and body[8] >> 4 == 0  # version 0.x
+        and body[9] in (1, 2)
+        and body[18] == 0
+    )
+    return "opus" if lead[4] == 0 and lead[5] & 2 and opus_head else "ffmpeg"
+
+
+class _OpusPath:
+    """Ogg pages split by :class:`~workers.ogg.OggReader`, Opus packets decoded
+    by FFmpeg's decoder on the caller's thread. The output is FFmpeg's Ogg
+    demuxer's, sample for sample: the decoder trims the pre-skip (again after
+    a restart, as FFmpeg does), and the end-of-stream page's granule trims
+    the last packet."""
+
+    def __init__(self, lead: bytes) -> None:
+        self.reader = OggReader()
+        self.reader.push(lead)
+        self.resampler: av.AudioResampler | None = None
+        self.drained = False
+        self._codec: av.AudioCodecContext | None = None
+        self._packets: deque[OggPacket] = deque()
+        self._headers = 0  # header packets seen (OpusHead, OpusTags)
+        self._pre_skip = 0
+        self._start: int | None = None  # the granule before the first audio packet
+        self._limit: int | None = None  # decoder samples in all, once the last page is read
+        self._decoded = 0  # decoder samples (48 kHz) so far
+
+    def idle(self, eof: bool) -> bool:
+        if self.drained:
+            return True
+        return not eof and not self._packets and not self.reader.has_page()
+
+    def next_frames(self, eof: bool) -> list[av.AudioFrame] | None:
+        """The frames of the next audio packet ([] for one that decodes to
+        nothing yet), or None when the input has nothing more for now."""
+        while not self._packets:
+            if self.reader.has_page():
+                self._packets.extend(self._page(self.reader.packets()))
+            elif eof and not self.drained:
+                self.drained = True
+                return self._trim(self._codec.decode(None)) if self._codec else []
+            else:
+                return None
+        packet = self._packets.popleft()
+        assert self._codec is not None
+        return self._trim(self._codec.decode(av.Packet(packet.data)))
+
+    def close(self) -> None:
+        self._packets.clear()
+        self._codec = None
+
+    def _page(self, packets: list[OggPacket]) -> list[OggPacket]:
+        audio = []
+        for packet in packets:
+            if self._headers < 2:
+                self._header(packet.data)
+            elif packet.data:  # an empty packet would drain the decoder
+                audio.append(packet)
+        if not audio:
+            return audio
+        granule = audio[-1].granule
+        if self._start is None:
+            self._start = granule - sum(opus_samples(p.data) for p in audio)
+        if audio[-1].eos:
+            self._limit = max(0, granule - self._start - self._pre_skip)
+        return audio
+
+    def _header(self, data: bytes) -> None:
+        self._headers += 1
+        if self._headers > 1:
+            return  # OpusTags: nothing the audio needs
+        check_format(48000, data[9], "OpusHead")
+        self._pre_skip = struct.unpack_from("<H", data, 10)[0]
+        codec = av.CodecContext.create("opus", "r")
+        assert isinstance(codec, av.AudioCodecContext)
+        codec.extradata = data
+        self._codec = codec
+
+    def _trim(self, frames: list[av.AudioFrame]) -> list[av.AudioFrame]:
+        if self._limit is None:
+            self._decoded += sum(f.samples for f in frames)
+            return frames
+        out = []
+        for frame in frames:
+            room = self._limit - self._decoded
+            if room <= 0:
+                break
+            kept = frame if frame.samples <= room else _first_samples(frame, room)
+            self._decoded += kept.samples
+            out.append(kept)
+        return out
+
+
+def _joined(frames: list[av.AudioFrame]) -> av.AudioFrame:
+    """Consecutive frames of one format as one frame."""
+    first = frames[0]
+    if len(frames) == 1:
+        return first
+    arrays: list[Any] = [f.to_ndarray() for f in frames]
+    joined = av.AudioFrame.from_ndarray(
+        np.concatenate(arrays, axis=1), format=first.format.name, layout=first.layout.name
+    )
+    joined.sample_rate = first.sample_rate
+    return joined
+
+
+def _first_samples(frame: av.AudioFrame, count: int) -> av.AudioFrame:
+    """The first ``count`` samples of ``frame``, as a frame of the same format."""
+    array: Any = frame.to_ndarray()  # float32 (the Opus decoder's fltp) or s16
+    width = count if frame.format.is_planar else count * len(frame.layout.channels)
+    cut = av.AudioFrame.from_ndarray(
+        np.ascontiguousarray(array[:, :width]), format=frame.format.name, layout=frame.layout.name
+    )
+    cut.sample_rate = frame.sample_rate
+    return cut
 
 
 def _frames(box: av.container.InputContainer, stream: av.AudioStream) -> Iterator[av.AudioFrame]:

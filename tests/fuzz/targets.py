@@ -20,6 +20,7 @@ from schemas.wire import ErrorBody, MalformedMessage, StreamParams, parse_server
 from workers.assignor import balanced, decode_state, resolve_claims
 from workers.checkpoint import Checkpoint
 from workers.errors import DecodeError, InputError
+from workers.ogg import MAX_PACKET, OggReader, opus_samples
 from workers.restart import scanner_for
 from workers.source import Source
 from workers.stream import ChannelStream
@@ -61,6 +62,18 @@ def scanner(container: str) -> Target:
 
     target.__name__ = f"{container}_scanner"
     return target
+
+
+def ogg_packets(data: bytes) -> None:
+    """Ogg pages into packets (the decoder's Opus path), and Opus durations."""
+    reader = OggReader()
+    for part in _splits(data):
+        reader.push(part)
+        while reader.has_page():
+            for packet in reader.packets():
+                assert len(packet.data) <= MAX_PACKET
+                assert 0 <= opus_samples(packet.data) <= 5760
+    assert reader.pending + reader.consumed == len(data)
 
 
 def sniff(data: bytes) -> None:
@@ -170,6 +183,7 @@ TARGETS: dict[str, Target] = {
     "wav_scanner": scanner("wav"),
     "ogg_scanner": scanner("ogg"),
     "mp3_scanner": scanner("mp3"),
+    "ogg_packets": ogg_packets,
     "sniff": sniff,
     "decoder": decoder,
     "source": source,

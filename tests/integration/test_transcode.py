@@ -6,12 +6,14 @@ splits and (for a short clip) one byte at a time; the outputs must be equal.
 
 from __future__ import annotations
 
+import io
 import random
 import struct
 import threading
 import time
 from collections.abc import Iterator
 
+import av
 import numpy as np
 import pytest
 
@@ -141,7 +143,7 @@ def test_truncated_header_then_flush_raises() -> None:
 
 
 def test_close_mid_stream_stops_the_thread(speech: bytes) -> None:
-    data = samples.encode(speech, RATE, 1, "ogg-opus")
+    data = samples.encode(speech, RATE, 1, "flac")
     decoder = ContainerDecoder()
     decoder.feed(data[: len(data) // 2])
     assert len(decoder_threads()) == 1
@@ -150,6 +152,53 @@ def test_close_mid_stream_stops_the_thread(speech: bytes) -> None:
     assert decoder_threads() == []
     with pytest.raises(RuntimeError):
         decoder.feed(b"more")
+
+
+def ffmpeg_decode(data: bytes, channels: int) -> bytes:
+    """What FFmpeg's own demuxer and decoder make of a whole file."""
+    layout = "mono" if channels == 1 else "stereo"
+    resampler = av.AudioResampler(format="s16", layout=layout, rate=RATE)
+    out = []
+    with av.open(io.BytesIO(data)) as box:
+        for frame in box.decode(audio=0):
+            out += resampler.resample(frame)
+    out += resampler.resample(None)
+    return b"".join(bytes(f.planes[0])[: f.samples * 2 * channels] for f in out)
+
+
+@pytest.mark.parametrize("channels", [1, 2])
+def test_ogg_opus_is_decoded_without_a_thread_exactly_as_ffmpeg_demuxes_it(
+    speech: bytes, channels: int
+) -> None:
+    """Ogg/Opus (the usual container of live calls) is split into packets
+    here and decoded on the caller's thread: no hand-off per record, and the
+    same samples as FFmpeg's Ogg demuxer, from the start and after a restart."""
+    mono = np.frombuffer(speech, "<i2")
+    pcm = mono.tobytes() if channels == 1 else np.stack([mono, mono // 2], axis=1).tobytes()
+    data = samples.encode(pcm, RATE, channels, "ogg-opus")
+    decoder = ContainerDecoder(target_channels=None, resume_every_s=0.5)
+    try:
+        first = decoder.feed(data[: len(data) // 2])
+        assert first
+        assert decoder_threads() == []
+        whole = first + decoder.feed(data[len(data) // 2 :]) + decoder.flush()
+        points = decoder.restart_points
+    finally:
+        decoder.close()
+    assert whole == ffmpeg_decode(data, channels)
+    assert len(points) >= 3
+    for point in points[1:3]:
+        restarted = point.header + data[point.byte :]
+        mine = decode(restarted, random_sizes(6, 900), target_channels=None)
+        assert mine == ffmpeg_decode(restarted, channels)
+
+
+def test_a_broken_ogg_page_mid_stream_is_undecodable_audio(speech: bytes) -> None:
+    data = samples.encode(speech, RATE, 1, "ogg-opus")
+    cut = len(data) // 2
+    with pytest.raises(DecodeError) as info:
+        decode(data[:cut] + b"junk" * 10 + data[cut:], random_sizes(7, 500))
+    assert info.value.code == "undecodable_audio"
 
 
 def test_stall_times_out_with_decode_error(speech: bytes) -> None:

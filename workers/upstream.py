@@ -77,6 +77,7 @@ __all__ = [
     "open_connection",
 ]
 
+_READ_BUFFER_BYTES = 4096
 _wire_log = RedactingAdapter(logging.getLogger("reson8.upstream.wire"))
 _END = object()  # the messages() iterator ends cleanly
 
@@ -289,6 +290,10 @@ async def open_connection(
                 auto_ping_idle_timeout=options.ping_interval_s or 20.0,
                 auto_ping_reply_timeout=options.ping_timeout_s or 20.0,
                 max_frame_size=options.max_message_bytes,
+                # The upstream sends small JSON messages and the buffer grows
+                # for a larger one: picows' 16 KiB default per connection is
+                # memory a session does not need.
+                read_buffer_init_size=_READ_BUFFER_BYTES,
                 extra_headers={
                     "Authorization": f"ApiKey {options.api_key}",
                     "X-Reson8-Integration": integration_header(),

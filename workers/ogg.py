@@ -20,7 +20,7 @@ __all__ = ["MAX_PACKET", "OggPacket", "OggReader", "opus_samples"]
 
 MAX_PACKET = 1 << 20  # no Opus or header packet comes near a mebibyte
 _PAGE_HEADER = 27
-_CONTINUED, _EOS = 1, 4
+_CONTINUED, _BOS, _EOS = 1, 2, 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,12 +31,14 @@ class OggPacket:
     granule: int  # of the page the packet ended on (-1: no packet ended there before)
     last_on_page: bool  # the page's granule counts up to the end of this packet
     eos: bool  # that page ends the logical stream
+    bos: bool = False  # that page begins a logical stream (a chained one, after the first)
 
 
 class OggReader:
-    """Push bytes in any split; take the complete packets of the first logical
-    stream (pages of other streams, as FFmpeg's first audio stream ignores
-    them, are skipped)."""
+    """Push bytes in any split; take the complete packets of one logical
+    stream at a time: the first, then each stream chained after it (a page
+    that begins a stream replaces the one read so far, as FFmpeg's demuxer
+    does with a single stream). Pages of other streams are skipped."""
 
     def __init__(self) -> None:
         self._buf = bytearray()
@@ -61,8 +63,10 @@ class OggReader:
         if page is None:
             return []
         flags, granule, serial, lacing, body = page
-        if self._serial is None:
-            self._serial = serial
+        begins = self._serial is None or (bool(flags & _BOS) and serial != self._serial)
+        if begins:  # the first stream, or one chained after it
+            self._serial, self.ended = serial, False
+            self._partial.clear()
         if serial != self._serial or self.ended:
             return []
         if not flags & _CONTINUED:
@@ -76,7 +80,8 @@ class OggReader:
                 raise DecodeError(f"Ogg packet over {MAX_PACKET} bytes")
             if size < 255:
                 last = i == ended[-1]
-                out.append(OggPacket(bytes(self._partial), granule, last, bool(flags & _EOS)))
+                eos = bool(flags & _EOS)
+                out.append(OggPacket(bytes(self._partial), granule, last, eos, begins))
                 self._partial.clear()
         self.ended = bool(flags & _EOS)
         return out

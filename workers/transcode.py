@@ -864,6 +864,8 @@ class _OpusPath:
         self._start: int | None = None  # the granule before the first audio packet
         self._limit: int | None = None  # decoder samples in all, once the last page is read
         self._decoded = 0  # decoder samples (48 kHz) so far
+        self._skip = 0  # decoder samples still to drop (a chained stream's pre-skip)
+        self._channels = 0
 
     def idle(self, eof: bool) -> bool:
         if self.drained:
@@ -892,6 +894,8 @@ class _OpusPath:
     def _page(self, packets: list[OggPacket]) -> list[OggPacket]:
         audio = []
         for packet in packets:
+            if packet.bos and self._headers >= 2:  # a chained stream: its own headers
+                self._headers, self._start, self._limit, self._decoded = 0, None, None, 0
             if self._headers < 2:
                 self._header(packet.data)
             elif packet.data:  # an empty packet would drain the decoder
@@ -909,14 +913,32 @@ class _OpusPath:
         self._headers += 1
         if self._headers > 1:
             return  # OpusTags: nothing the audio needs
+        if not data.startswith(b"OpusHead") or len(data) < 19:
+            raise DecodeError("a chained Ogg stream that is not Opus")
         check_format(48000, data[9], "OpusHead")
         self._pre_skip = struct.unpack_from("<H", data, 10)[0]
+        if self._codec is not None:
+            # A chained stream: FFmpeg's demuxer keeps the decoder and trims
+            # the new stream's pre-skip from its output.
+            if data[9] != self._channels:
+                raise DecodeError("a chained Ogg stream with another channel count")
+            self._skip = self._pre_skip
+            return
+        self._channels = data[9]
         codec = av.CodecContext.create("opus", "r")
         assert isinstance(codec, av.AudioCodecContext)
         codec.extradata = data
         self._codec = codec
 
     def _trim(self, frames: list[av.AudioFrame]) -> list[av.AudioFrame]:
+        while self._skip and frames:
+            first = frames[0]
+            if first.samples <= self._skip:
+                self._skip -= first.samples
+                frames = frames[1:]
+            else:
+                frames = [_last_samples(first, first.samples - self._skip), *frames[1:]]
+                self._skip = 0
         if self._limit is None:
             self._decoded += sum(f.samples for f in frames)
             return frames
@@ -946,10 +968,21 @@ def _joined(frames: list[av.AudioFrame]) -> av.AudioFrame:
 
 def _first_samples(frame: av.AudioFrame, count: int) -> av.AudioFrame:
     """The first ``count`` samples of ``frame``, as a frame of the same format."""
+    return _samples(frame, 0, count)
+
+
+def _last_samples(frame: av.AudioFrame, count: int) -> av.AudioFrame:
+    """The last ``count`` samples of ``frame``, as a frame of the same format."""
+    return _samples(frame, frame.samples - count, frame.samples)
+
+
+def _samples(frame: av.AudioFrame, start: int, stop: int) -> av.AudioFrame:
     array: Any = frame.to_ndarray()  # float32 (the Opus decoder's fltp) or s16
-    width = count if frame.format.is_planar else count * len(frame.layout.channels)
+    width = 1 if frame.format.is_planar else len(frame.layout.channels)
     cut = av.AudioFrame.from_ndarray(
-        np.ascontiguousarray(array[:, :width]), format=frame.format.name, layout=frame.layout.name
+        np.ascontiguousarray(array[:, start * width : stop * width]),
+        format=frame.format.name,
+        layout=frame.layout.name,
     )
     cut.sample_rate = frame.sample_rate
     return cut

@@ -193,6 +193,17 @@ def test_ogg_opus_is_decoded_without_a_thread_exactly_as_ffmpeg_demuxes_it(
         assert mine == ffmpeg_decode(restarted, channels)
 
 
+def test_chained_ogg_opus_streams_decode_one_after_the_other(speech: bytes) -> None:
+    """A producer whose encoder restarts mid-call sends a second Ogg stream
+    after the first: FFmpeg's demuxer decodes both, and so does this path."""
+    first = samples.encode(speech, RATE, 1, "ogg-opus")
+    second = samples.encode(speech[: len(speech) // 4 * 2], RATE, 1, "ogg-opus")
+    chained = first + second
+    mine = decode(chained, random_sizes(8, 700))
+    assert mine == ffmpeg_decode(chained, 1)
+    assert len(mine) > len(decode(first)) + len(speech) // 3
+
+
 def test_a_broken_ogg_page_mid_stream_is_undecodable_audio(speech: bytes) -> None:
     data = samples.encode(speech, RATE, 1, "ogg-opus")
     cut = len(data) // 2

@@ -67,6 +67,22 @@ def test_any_split_gives_the_same_packets(cuts: list[int]) -> None:
     assert read_all(STREAM, cuts) == read_all(STREAM, [])
 
 
+def test_a_stream_chained_after_the_first_is_read_next() -> None:
+    data = page([b"h1"], 0, flags=2) + page([b"a"], 960, flags=4)
+    data += page([b"h2"], 0, serial=9, flags=2) + page([b"b"], 480, serial=9)
+    packets = OggReader()
+    packets.push(data)
+    read = []
+    while packets.has_page():
+        read += [(p.data, p.bos, p.eos) for p in packets.packets()]
+    assert read == [
+        (b"h1", True, False),
+        (b"a", False, True),
+        (b"h2", True, False),
+        (b"b", False, False),
+    ]
+
+
 def test_a_packet_cut_off_by_a_lost_page_is_dropped() -> None:
     data = page([b"h"], 0) + page([b"c" * 255], -1, tail=False) + page([b"n" * 4], 960)
     assert [p[0] for p in read_all(data, [])] == [b"h", b"n" * 4]

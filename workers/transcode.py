@@ -80,6 +80,11 @@ _OPEN_OPTIONS = {
     "formatprobesize": str(256 * 1024),
 }
 _READ_SIZE = 32768
+# Decoded Opus frames are resampled this many (48 kHz) samples at a time: one
+# call per 20 ms packet costs more than the decoding, and FFmpeg's resampler
+# keeps buffers as large as the largest frame it was given (a second's worth
+# is about 1.5 MiB per session).
+_RESAMPLE_BATCH = 4800
 
 
 # --------------------------------------------------------------------------
@@ -590,10 +595,9 @@ class ContainerDecoder:
         self._thread.start()
 
     def _opus_step(self) -> None:
-        """Decode up to a step of audio from whole Ogg pages (resampled in one
-        call: the resampler costs more per call than the decoder per packet);
-        at the end of the input, drain the decoder and the resampler. Errors
-        are raised by the next collect."""
+        """Decode up to a step of audio from whole Ogg pages (resampled in
+        batches of ``_RESAMPLE_BATCH``); at the end of the input, drain the
+        decoder and the resampler. Errors are raised by the next collect."""
         opus = self._opus
         assert opus is not None
         if self._error is not None or self._done:
@@ -601,17 +605,19 @@ class ContainerDecoder:
         try:
             budget = (self._step_frames - self._out_frames) * 48000 // self.target_rate
             batch: list[av.AudioFrame] = []
-            decoded = 0
+            decoded = batched = 0
             while decoded < budget:
                 frames = opus.next_frames(self._pipe.eof)
                 if frames is None:
                     break
                 batch += frames
-                decoded += sum(f.samples for f in frames)
+                count = sum(f.samples for f in frames)
+                decoded, batched = decoded + count, batched + count
+                if batched >= _RESAMPLE_BATCH:
+                    self._resample(opus, batch)
+                    batch, batched = [], 0
             if batch:
-                if opus.resampler is None:
-                    opus.resampler = self._resampler_for(batch[0])
-                self._add_out(opus.resampler.resample(_joined(batch)))
+                self._resample(opus, batch)
             if opus.drained:
                 if opus.resampler is not None:
                     self._add_out(opus.resampler.resample(None))
@@ -622,6 +628,11 @@ class ContainerDecoder:
             detail = getattr(exc, "strerror", None) or type(exc).__name__
             self._error = DecodeError(f"cannot decode audio (ogg opus): {detail}")
             self._error.__cause__ = exc
+
+    def _resample(self, opus: _OpusPath, frames: list[av.AudioFrame]) -> None:
+        if opus.resampler is None:
+            opus.resampler = self._resampler_for(frames[0])
+        self._add_out(opus.resampler.resample(_joined(frames)))
 
     def _add_out(self, frames: list[av.AudioFrame]) -> None:
         count = sum(f.samples for f in frames)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from workers.errors import DecodeError
 
-__all__ = ["MAX_PACKET", "OggPacket", "OggReader", "opus_samples"]
+__all__ = ["MAX_PACKET", "OggPacket", "OggReader", "opus_samples", "page_size"]
 
 MAX_PACKET = 1 << 20  # no Opus or header packet comes near a mebibyte
 _PAGE_HEADER = 27
@@ -72,6 +72,7 @@ class OggReader:
         if not flags & _CONTINUED:
             self._partial.clear()  # a packet cut off by a lost page is dropped, as FFmpeg does
         ended = [i for i, size in enumerate(lacing) if size < 255]
+        eos = bool(flags & _EOS)
         out, at = [], 0
         for i, size in enumerate(lacing):
             self._partial += body[at : at + size]
@@ -80,30 +81,17 @@ class OggReader:
                 raise DecodeError(f"Ogg packet over {MAX_PACKET} bytes")
             if size < 255:
                 last = i == ended[-1]
-                eos = bool(flags & _EOS)
                 out.append(OggPacket(bytes(self._partial), granule, last, eos, begins))
                 self._partial.clear()
-        self.ended = bool(flags & _EOS)
+        self.ended = eos
         return out
 
     def has_page(self) -> bool:
         """A whole page is buffered."""
-        return self._page_size() is not None
-
-    def _page_size(self) -> int | None:
-        buf = self._buf
-        if len(buf) < _PAGE_HEADER:
-            return None
-        if buf[:4] != b"OggS" or buf[4] != 0:
-            raise DecodeError("not an Ogg page where one must start")
-        segments = buf[26]
-        if len(buf) < _PAGE_HEADER + segments:
-            return None
-        size = _PAGE_HEADER + segments + sum(buf[_PAGE_HEADER : _PAGE_HEADER + segments])
-        return size if len(buf) >= size else None
+        return page_size(self._buf) is not None
 
     def _take_page(self) -> tuple[int, int, int, bytes, bytes] | None:
-        size = self._page_size()
+        size = page_size(self._buf)
         if size is None:
             return None
         buf = self._buf
@@ -115,6 +103,20 @@ class OggReader:
         del buf[:size]
         self.consumed += size
         return flags, granule, serial, lacing, body
+
+
+def page_size(buf: bytes | bytearray) -> int | None:
+    """Size of the Ogg page that ``buf`` starts with, or None while it is not
+    whole; raises :class:`DecodeError` when ``buf`` does not start with one."""
+    if len(buf) < _PAGE_HEADER:
+        return None
+    if buf[:4] != b"OggS" or buf[4] != 0:
+        raise DecodeError("not an Ogg page where one must start")
+    segments = buf[26]
+    if len(buf) < _PAGE_HEADER + segments:
+        return None
+    size = _PAGE_HEADER + segments + sum(buf[_PAGE_HEADER : _PAGE_HEADER + segments])
+    return size if len(buf) >= size else None
 
 
 # Opus frame sizes at 48 kHz by TOC configuration (RFC 6716, section 3.1):

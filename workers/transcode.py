@@ -42,7 +42,7 @@ import numpy.typing as npt
 
 from workers.errors import DecodeError
 from workers.frames import FrameAligner
-from workers.ogg import OggPacket, OggReader, opus_samples
+from workers.ogg import OggPacket, OggReader, opus_samples, page_size
 from workers.restart import RestartPoint, Scanner, check_format, scanner_for
 
 __all__ = [
@@ -635,6 +635,8 @@ class ContainerDecoder:
         self._add_out(opus.resampler.resample(_joined(frames)))
 
     def _add_out(self, frames: list[av.AudioFrame]) -> None:
+        """Queue decoded audio for the caller, bounded per input byte (on the
+        decode thread, with the condition held)."""
         count = sum(f.samples for f in frames)
         self._frames_total += count
         if self._frames_total > self._allowance + self._max_per_byte * self._read():
@@ -802,18 +804,10 @@ class ContainerDecoder:
         return av.AudioResampler(format="s16", layout=layout, rate=self.target_rate)
 
     def _emit(self, frames: list[av.AudioFrame]) -> None:
-        chunks = [_packed_bytes(f) for f in frames]
-        count = sum(f.samples for f in frames)
         with self._cond:
             if self._pipe.closed:
                 raise _Closed
-            self._frames_total += count
-            if self._frames_total > self._allowance + self._max_per_byte * self._pipe.consumed:
-                raise DecodeError(
-                    f"audio expands to more than {self._max_per_byte:g} frames per input byte"
-                )
-            self._out.extend(chunks)
-            self._out_frames += count
+            self._add_out(frames)
             while self._out_frames >= self._step_frames and not self._pipe.closed:
                 self._paused = True
                 self._wake_owner()
@@ -831,20 +825,15 @@ def _choose_path(lead: bytes | bytearray) -> str | None:
     """``"opus"`` when the stream's first page is an Ogg Opus identification
     header of a mono or stereo stream (mapping family 0: what calls carry),
     ``"ffmpeg"`` for anything else, None while the first page is incomplete."""
-    if len(lead) < 4:
-        return None if b"OggS".startswith(bytes(lead)) else "ffmpeg"
-    if lead[:4] != b"OggS":
+    if len(lead) < 5:
+        return None if b"OggS\x00".startswith(bytes(lead)) else "ffmpeg"
+    if lead[:5] != b"OggS\x00":
         return "ffmpeg"
-    if len(lead) < 28:
-        return None
-    segments = lead[26]
-    end = 27 + segments
-    if len(lead) < end:
-        return None
-    size = end + sum(lead[27:end])
-    if len(lead) < size:
+    size = page_size(lead)
+    if size is None:
         return None  # a page is at most 65,307 bytes
-    body = bytes(lead[end:size])
+    segments = lead[26]
+    body = bytes(lead[27 + segments : size])
     opus_head = (
         segments == 1
         and len(body) >= 19
@@ -853,7 +842,7 @@ def _choose_path(lead: bytes | bytearray) -> str | None:
         and body[9] in (1, 2)
         and body[18] == 0
     )
-    return "opus" if lead[4] == 0 and lead[5] & 2 and opus_head else "ffmpeg"
+    return "opus" if lead[5] & 2 and opus_head else "ffmpeg"
 
 
 class _OpusPath:
@@ -948,7 +937,7 @@ class _OpusPath:
                 self._skip -= first.samples
                 frames = frames[1:]
             else:
-                frames = [_last_samples(first, first.samples - self._skip), *frames[1:]]
+                frames = [_samples(first, self._skip, first.samples), *frames[1:]]
                 self._skip = 0
         if self._limit is None:
             self._decoded += sum(f.samples for f in frames)
@@ -958,7 +947,7 @@ class _OpusPath:
             room = self._limit - self._decoded
             if room <= 0:
                 break
-            kept = frame if frame.samples <= room else _first_samples(frame, room)
+            kept = frame if frame.samples <= room else _samples(frame, 0, room)
             self._decoded += kept.samples
             out.append(kept)
         return out
@@ -977,17 +966,8 @@ def _joined(frames: list[av.AudioFrame]) -> av.AudioFrame:
     return joined
 
 
-def _first_samples(frame: av.AudioFrame, count: int) -> av.AudioFrame:
-    """The first ``count`` samples of ``frame``, as a frame of the same format."""
-    return _samples(frame, 0, count)
-
-
-def _last_samples(frame: av.AudioFrame, count: int) -> av.AudioFrame:
-    """The last ``count`` samples of ``frame``, as a frame of the same format."""
-    return _samples(frame, frame.samples - count, frame.samples)
-
-
 def _samples(frame: av.AudioFrame, start: int, stop: int) -> av.AudioFrame:
+    """Samples ``start`` to ``stop`` of ``frame``, as a frame of the same format."""
     array: Any = frame.to_ndarray()  # float32 (the Opus decoder's fltp) or s16
     width = 1 if frame.format.is_planar else len(frame.layout.channels)
     cut = av.AudioFrame.from_ndarray(

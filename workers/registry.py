@@ -284,7 +284,10 @@ class Registry:
         """A record handled before a rebalance that gave its partition back,
         read again from the committed offset: not fed twice; done once its
         session's checkpoint passes it (at once if the session is over)."""
-        pump = self._pumps.get(record.key.decode("utf-8", "replace")) if record.key else None
+        try:
+            pump = self._pumps.get(_session_id(record.key))
+        except InputError:  # dead-lettered the first time round
+            pump = None
         session = pump.session if pump is not None else None
         if session is not None and record.offset >= session.ack_before:
             part.ledger.add(record.offset, session, ack)

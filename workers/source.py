@@ -280,10 +280,7 @@ class Source:
         limit = self._max_held
         if limit is None:
             return False
-        streams = self.streams  # asked per record: one stream, mostly
-        if len(streams) == 1:
-            return streams[0].frames_in - streams[0].covered > limit
-        return any(s.frames_in - s.covered > limit for s in streams)
+        return any(s.frames_in - s.covered > limit for s in self.streams)
 
     def process(self, budget_s: float = 0.02) -> None:
         """Work through the queue, waiting for the decoder at most ``budget_s``

@@ -26,6 +26,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from prometheus_client.parser import text_string_to_metric_families
 
+from emulator.tones import VOCABULARY
 from schemas.events import SessionEvent, TranscriptEvent, TurnEvent, parse_event
 from topology.admin import apply_topology
 from topology.connection import KafkaSettings, client_kwargs
@@ -455,3 +456,12 @@ __all__ = [
     "session_records",
     "signal",
 ]
+
+
+def spoken(count: int, *, stride: int, longest: int) -> list[list[str]]:
+    """``count`` utterances of 1 to ``longest`` words, walking the tone
+    recognizer's vocabulary ``stride`` words at a time (a call's script)."""
+    words = list(VOCABULARY)
+    return [
+        [words[(i * stride + j) % len(words)] for j in range(1 + i % longest)] for i in range(count)
+    ]

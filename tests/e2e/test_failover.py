@@ -26,7 +26,7 @@ import pytest
 
 from emulator.samples import encode
 from emulator.server import EmulatorServer
-from emulator.tones import VOCABULARY, expected_finals, synthesize
+from emulator.tones import expected_finals, synthesize
 from schemas.events import SessionEvent
 from tests.e2e.harness import (
     Chunk,
@@ -36,14 +36,14 @@ from tests.e2e.harness import (
     keys_on_partitions,
     produce_live,
     session_records,
+    spoken,
 )
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow, pytest.mark.timeout(300)]
 
 PARTITIONS = 4
-WORDS = list(VOCABULARY)
 # 23 s of speech: the takeover happens while the calls are still live.
-UTTERANCES = [[WORDS[(i * 5 + j) % len(WORDS)] for j in range(1 + i % 2)] for i in range(24)]
+UTTERANCES = spoken(24, stride=5, longest=2)
 PAUSE_MS = 600
 CHUNK_S = 0.1
 SESSION_TIMEOUT_S = 10.0  # helm/reson8-kafka/values.yaml, config.sessionTimeoutSeconds

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from emulator.server import EmulatorServer
-from emulator.tones import VOCABULARY, synthesize
+from emulator.tones import synthesize
 from tests.e2e.harness import (
     Metrics,
     Outputs,
@@ -26,13 +26,13 @@ from tests.e2e.harness import (
     produce_records,
     produce_sessions,
     session_records,
+    spoken,
 )
 from tests.integration.metrics_contract import METRICS
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow, pytest.mark.timeout(180)]
 
-WORDS = list(VOCABULARY)
-UTTERANCES = [[WORDS[(i * 3 + j) % len(WORDS)] for j in range(1 + i % 2)] for i in range(6)]
+UTTERANCES = spoken(6, stride=3, longest=2)
 RAW = [("stt-encoding", b"pcm_s16le")]
 DROP, REFUSE = "stt-param-emulator_drop_after_ms", "stt-param-emulator_refuse"
 

@@ -29,7 +29,7 @@ import pytest
 
 from emulator.samples import encode
 from emulator.server import EmulatorServer
-from emulator.tones import VOCABULARY, expected_finals, synthesize
+from emulator.tones import expected_finals, synthesize
 from schemas.events import SessionEvent
 from tests.e2e.harness import (
     Chunk,
@@ -40,13 +40,13 @@ from tests.e2e.harness import (
     keys_on_partitions,
     produce_live,
     session_records,
+    spoken,
 )
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow, pytest.mark.timeout(300)]
 
 PARTITIONS = 8
-WORDS = list(VOCABULARY)
-UTTERANCES = [[WORDS[(i * 5 + j) % len(WORDS)] for j in range(1 + i % 2)] for i in range(24)]
+UTTERANCES = spoken(24, stride=5, longest=2)
 PAUSE_MS = 600
 CHUNK_S = 0.1
 WANT = expected_finals(UTTERANCES, pause_ms=PAUSE_MS)

@@ -10,15 +10,21 @@ import pytest
 from emulator.faults import Faults
 from emulator.samples import encode
 from emulator.server import EmulatorConfig, EmulatorServer
-from emulator.tones import VOCABULARY, expected_finals, synthesize
+from emulator.tones import expected_finals, synthesize
 from schemas.events import SessionEvent
-from tests.e2e.harness import Outputs, Stack, WorkerProcess, produce_sessions, session_records
+from tests.e2e.harness import (
+    Outputs,
+    Stack,
+    WorkerProcess,
+    produce_sessions,
+    session_records,
+    spoken,
+)
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow, pytest.mark.timeout(300)]
 
-WORDS = list(VOCABULARY)
 # ~14 s of speech in 8 utterances: every connection is dropped several times.
-UTTERANCES = [[WORDS[(i * 3 + j) % len(WORDS)] for j in range(1 + i % 3)] for i in range(8)]
+UTTERANCES = spoken(8, stride=3, longest=3)
 
 
 @pytest.fixture
